@@ -1,0 +1,34 @@
+"""`python -m appliance <command>`: the appliance's command line.
+
+Each command lives in the module that owns it and registers itself in COMMANDS, so this file
+only dispatches; commands are imported lazily so that `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module, one-line help). The module defines
+#   add_arguments(parser: argparse.ArgumentParser) -> None
+#   run(args: argparse.Namespace) -> int
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check-config": ("appliance.cli_config", "validate a configuration file and print it"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="textbridge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text)
+        sp.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(sp)
+    args = parser.parse_args(argv)
+    result: int = importlib.import_module(args._module).run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
