@@ -15,16 +15,26 @@ import sys
 #   run(args: argparse.Namespace) -> int
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("appliance.cli_config", "validate a configuration file and print it"),
+    "sms-line": ("appliance.sms.cli", "run only the store and the SMS line (no Matrix)"),
+    "modem-sim": ("appliance.sim.cli", "run the modem simulator on a pseudo-terminal"),
+    "network": ("appliance.sim.network_cli", "act as the phone network of a running simulator"),
+    "homeserver": ("appliance.homeserver.bootstrap", "set up the homeserver for the bridge"),
+    "web": ("appliance.web.cli", "serve the setup wizard and the dashboard"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="textbridge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text)
         sp.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(sp)
+        # Only the chosen command's module is imported: startup stays fast (the crash test
+        # starts the SMS line hundreds of times) and one command's imports cannot break another.
+        if name == chosen:
+            importlib.import_module(module).add_arguments(sp)
     args = parser.parse_args(argv)
     result: int = importlib.import_module(args._module).run(args)
     return result

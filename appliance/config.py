@@ -73,6 +73,8 @@ class ModemConfig:
     smsc: str | None = _opt(None, pattern=r"\+?[0-9]{3,20}", help="SMSC number, international")
     storage: Literal["SM", "ME", "MT"] = "SM"
     max_send_attempts: int = _opt(6, min=1, max=50)
+    # The first retry after a retryable send error waits this long; each later one doubles.
+    retry_delay: float = _opt(30.0, min=0.1, max=3600.0, help="seconds before the first retry")
 
 
 @dataclass(frozen=True)
