@@ -83,11 +83,79 @@ class StoreConfig:
     path: Path = Path("textbridge.db")
 
 
+_MXID = r"@[a-z0-9._=/+\-]+:[A-Za-z0-9.\-]+(:[0-9]+)?"
+_LOCALPART = r"[a-z0-9._=/+\-]+"
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    # Matches the id the line was built with ("sms" for the modem, "phone").
+    id: str = _opt("sms", pattern=r"[a-z0-9_-]{1,32}", help="lowercase letters, digits, - _")
+    kind: Literal["modem", "phone"] = "modem"
+    # Who may text through this line; they are invited to its portals.
+    members: list[str] = _list(pattern=_MXID)
+    # Who is told about line problems (PIN needed, unplugged) and quarantined texts.
+    owner: str = _opt("", pattern=f"({_MXID})?", help="a Matrix ID like @anna:home.example")
+    # On a line several people share, prefix each text with the sender's name so the
+    # recipient knows who wrote it.
+    relay_prefix: bool = True
+    home_country: str = _opt("DE", pattern=r"[A-Z]{2}", help="ISO 3166 alpha-2, e.g. DE, US")
+
+    @property
+    def everyone(self) -> list[str]:
+        people = list(self.members)
+        if self.owner and self.owner not in people:
+            people.insert(0, self.owner)
+        return people
+
+    @property
+    def shared(self) -> bool:
+        return len(self.everyone) > 1
+
+
+@dataclass(frozen=True)
+class CapsConfig:
+    # Texts one person may ask for in any 24 hours; 0 turns the cap off.
+    daily_per_user: int = _opt(50, min=0, max=10000)
+    # Refuse premium-rate, shared-cost and short-code numbers.
+    block_premium: bool = True
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    homeserver_url: str = _opt(
+        "http://127.0.0.1:6167", pattern=r"https?://\S+", help="the client-server API base URL"
+    )
+    server_name: str = _opt("textbridge.local", pattern=r"[A-Za-z0-9.\-]+(:[0-9]+)?")
+    registration: Path = Path("/var/lib/textbridge/registration.yaml")
+    # The bridge's own tables (portals, ghosts, management rooms); relative to data_dir.
+    database: Path = Path("bridge.db")
+    # The appservice listener is loopback only: the homeserver runs on the same box.
+    listen_host: str = _opt("127.0.0.1", pattern=r"127\.[0-9.]+|::1|localhost")
+    listen_port: int = _opt(29330, min=1, max=65535)
+    bot_localpart: str = _opt("textbridge", pattern=_LOCALPART)
+    bot_displayname: str = "Textbridge"
+    ghost_prefix: str = _opt("sms_", pattern=_LOCALPART)
+    lines: list[LineConfig] = field(default_factory=lambda: [LineConfig()])
+    caps: CapsConfig = field(default_factory=CapsConfig)
+    # What a Matrix edit or reaction does: "notice" tells the sender it was not sent;
+    # "render" sends it as a new text ("* corrected text", "👍 to “…”").
+    edits: Literal["notice", "render"] = "notice"
+    reactions: Literal["notice", "render"] = "notice"
+
+    def line(self, line_id: str) -> LineConfig | None:
+        for line in self.lines:
+            if line.id == line_id:
+                return line
+        return None
+
+
 @dataclass(frozen=True)
 class Config:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     modem: ModemConfig = field(default_factory=ModemConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
 
     @property
     def store_path(self) -> Path:
@@ -151,7 +219,11 @@ def _convert(tp: Any, value: Any, key: str, meta: typing.Mapping[str, Any]) -> A
         if not isinstance(value, list):
             raise ConfigError(key, f"expected a list, got {_show(value)}")
         _bounds(len(value), key, meta, what="list length")
-        return [_convert(args[0], item, f"{key}[{i}]", {}) for i, item in enumerate(value)]
+        # min/max bound the list's length; the other checks (pattern, choices) each item.
+        item_meta = {k: v for k, v in meta.items() if k not in ("min", "max")}
+        return [
+            _convert(args[0], item, f"{key}[{i}]", item_meta) for i, item in enumerate(value)
+        ]
     if dataclasses.is_dataclass(tp):
         return _build(typing.cast(type[Any], tp), value, key)
     result: Any

@@ -1,0 +1,1 @@
+"""SMS line: modem driver, PDU codec and GSM 7-bit alphabet."""
