@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "network": ("appliance.sim.network_cli", "act as the phone network of a running simulator"),
     "homeserver": ("appliance.homeserver.bootstrap", "set up the homeserver for the bridge"),
     "web": ("appliance.web.cli", "serve the setup wizard and the dashboard"),
+    "run": ("appliance.run", "run the bridge, the lines and the store (the appliance)"),
+    "demo": ("appliance.demo", "run the whole stack on this machine, on loopback"),
 }
 
 

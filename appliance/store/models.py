@@ -97,3 +97,17 @@ class OutboxRow:
     created_at: int  # ms
     updated_at: int  # ms
     reported_state: OutboxState | None  # the state the bridge last showed in the room
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One part of a multipart message, held until the whole message can be stored."""
+
+    line_id: str
+    group_key: str  # the transport's name for the multipart set (sender, reference, total)
+    index: int  # as the transport numbers parts (the SMS line counts from 1)
+    total: int
+    payload: str
+    dedup_key: str  # stable across re-reads of this part from the modem
+    received_at: int  # ms, when this part reached the store
+    sent_at: int  # ms, service-centre timestamp of this part

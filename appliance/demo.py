@@ -1,0 +1,210 @@
+"""`textbridge demo`: the whole stack on this machine, on loopback only.
+
+Synapse (the test and demo homeserver), the modem simulator on a pty (the phone network is
+scriptable: `textbridge network send ...`), the appliance process's parts (store, SMS line,
+bridge, control API) and the web setup, all started here; state kept in ./demo-state so a
+second run continues where the first stopped. Synapse stands in for Tuwunel, which runs on
+the appliance; both sit behind the same adapter interface.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from appliance import log as applog
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "textbridge.local"
+HS_PORT = 8008
+BRIDGE_PORT = 29330
+WEB_PORT = 8080
+SIM_CONTROL_PORT = 29320
+FAMILY_MEMBER = "alex"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", type=Path, default=Path("demo-state"), help="state directory")
+    parser.add_argument("--web-port", type=int, default=WEB_PORT)
+    parser.add_argument("--homeserver-port", type=int, default=HS_PORT)
+    parser.add_argument("--bridge-port", type=int, default=BRIDGE_PORT)
+    parser.add_argument("--sim-control-port", type=int, default=SIM_CONTROL_PORT)
+    parser.add_argument(
+        "--exit-when-ready",
+        action="store_true",
+        help="start everything, print the banner, then stop (used by the tests)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    applog.setup(os.environ.get("TEXTBRIDGE_LOG_LEVEL", "warning"))
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(Demo(args).main())
+    return 0
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As a server binds: connections of a run that just ended (TIME_WAIT) do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.state: Path = args.state.resolve()
+        self.synapse: Any = None
+        self.sim: Any = None
+        self.sim_runner: Any = None
+        self.appliance: Any = None
+        self.web_runner: Any = None
+
+    async def main(self) -> int:
+        for name, port in (
+            ("homeserver", self.args.homeserver_port),
+            ("bridge", self.args.bridge_port),
+            ("web", self.args.web_port),
+            ("simulator control", self.args.sim_control_port),
+        ):
+            if not _port_free(port):
+                print(f"textbridge demo: port {port} ({name}) is in use; is a demo running?")
+                return 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            banner = await self.start()
+            print(banner, flush=True)
+            if not self.args.exit_when_ready:
+                await stop.wait()
+        finally:
+            await self.stop()
+        return 0
+
+    async def start(self) -> str:
+        from aiohttp import web
+
+        from appliance.config import Config
+        from appliance.homeserver.bootstrap import bootstrap
+        from appliance.homeserver.synapse import SynapseAdapter, SynapseServer
+        from appliance.run import Appliance
+        from appliance.sim.cli import make_app as make_sim_app
+        from appliance.sim.modem import ModemSimulator
+        from appliance.web.app import make_app
+        from appliance.web.config import WebSettings
+
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.state.chmod(0o700)
+        hs_state = self.state / "homeserver"
+        data = self.state / "data"
+        web_state = data / "web"
+        bridge_url = f"http://127.0.0.1:{self.args.bridge_port}"
+
+        print("Starting Synapse (the demo's homeserver)…", flush=True)
+        self.synapse = SynapseServer(
+            hs_state / "synapse", server_name=SERVER_NAME, port=self.args.homeserver_port
+        )
+        await self.synapse.start()
+        adapter = SynapseAdapter.for_server(self.synapse, state_dir=hs_state)
+
+        async def make_ready(changed: bool) -> None:
+            if changed:
+                await self.synapse.restart()
+
+        result = await bootstrap(
+            adapter,
+            state_dir=hs_state,
+            bridge_url=bridge_url,
+            owner=FAMILY_MEMBER,
+            make_ready=make_ready,
+        )
+        creds = json.loads(result.credentials_path.read_text(encoding="utf-8"))
+        account = creds["accounts"][FAMILY_MEMBER]
+        member = account["mxid"]
+
+        print("Starting the modem simulator…", flush=True)
+        link = self.state / "modem"
+        self.sim = ModemSimulator(pin=None, link_path=link)
+        self.sim.start()
+        self.sim_runner = web.AppRunner(make_sim_app(self.sim), access_log=None)
+        await self.sim_runner.setup()
+        await web.TCPSite(self.sim_runner, "127.0.0.1", self.args.sim_control_port).start()
+
+        config = Config.from_dict(
+            {
+                "general": {"data_dir": str(data), "home_country": "DE", "log_level": "info"},
+                "modem": {"port": str(link), "sweep_interval": 30.0},
+                "bridge": {
+                    "homeserver_url": self.synapse.url,
+                    "server_name": SERVER_NAME,
+                    "registration": str(result.registration_path),
+                    "listen_port": self.args.bridge_port,
+                    "lines": [{"id": "sms", "members": [member], "owner": member}],
+                },
+            }
+        )
+        print("Starting the bridge…", flush=True)
+        self.appliance = Appliance(config, members_file=web_state / "members.json")
+        await self.appliance.start()
+
+        settings = WebSettings(
+            state_dir=web_state,
+            homeserver=lambda: adapter,
+            control_socket=self.appliance.control_socket,
+            host="127.0.0.1",
+            port=self.args.web_port,
+            homeserver_public_url=self.synapse.url,
+        )
+        app = make_app(settings)
+        self.web_runner = web.AppRunner(app, access_log=None)
+        await self.web_runner.setup()
+        await web.TCPSite(self.web_runner, "127.0.0.1", self.args.web_port).start()
+
+        control = f"127.0.0.1:{self.args.sim_control_port}"
+        return f"""
+Textbridge demo is running (state in {self.state}).
+
+  Setup wizard:   http://127.0.0.1:{self.args.web_port}/
+  Homeserver:     {self.synapse.url}   (server name {SERVER_NAME})
+  Family member:  {member}
+  Password:       {account["password"]}
+
+Log in with Element (or any Matrix client) using that homeserver, user and password. Your
+SMS management room opens with the Textbridge bot; say "new +4915112345678" to text someone.
+
+Act as the phone network (another terminal, in this directory):
+  .venv/bin/python -m appliance network --control {control} send --from +4915112345678 --text "Hi!"
+  .venv/bin/python -m appliance network --control {control} sent      # what the modem sent
+
+Ctrl-C stops everything.
+"""
+
+    async def stop(self) -> None:
+        for closer in (
+            lambda: self.web_runner.cleanup() if self.web_runner else None,
+            lambda: self.appliance.stop() if self.appliance else None,
+            lambda: self.sim_runner.cleanup() if self.sim_runner else None,
+            lambda: self.synapse.stop() if self.synapse else None,
+        ):
+            with contextlib.suppress(Exception):
+                result = closer()
+                if result is not None:
+                    await result
+        if self.sim is not None:
+            with contextlib.suppress(Exception):
+                self.sim.stop()

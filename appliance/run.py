@@ -1,0 +1,162 @@
+"""`textbridge run`: the appliance's main process (systemd `textbridge.service`).
+
+It holds the store, the lines and the bridge, and serves the control API that the web
+service uses. Under systemd it is Type=notify: READY=1 goes out once the store is open, the
+appservice listener answers and every line has started (a line that is down, say for a
+missing PIN, is still "started": it reports its trouble in the chat and on the dashboard).
+The watchdog is pinged from the event loop, so a blocked loop gets the service restarted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from appliance import log as applog
+from appliance import sdnotify
+from appliance.config import DEFAULT_PATH, Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+MEMBERS_FILE = "members.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=DEFAULT_PATH, help="config.toml")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = Config.load(args.config)
+    except ConfigError as exc:
+        print(f"textbridge: {exc}")
+        return 2
+    applog.setup(config.general.log_level)
+    return asyncio.run(main(config))
+
+
+def apply_members(config: Config, members_file: Path) -> Config:
+    """Line membership chosen in the web setup ({line_id: [mxid, ...]}) joins the config's."""
+    try:
+        chosen: Any = json.loads(members_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return config
+    except (OSError, ValueError) as exc:
+        log.error("ignoring %s: %s", members_file, exc)
+        return config
+    if not isinstance(chosen, Mapping):
+        return config
+    lines = []
+    for line in config.bridge.lines:
+        extra = [m for m in chosen.get(line.id, []) if isinstance(m, str)]
+        merged = list(dict.fromkeys([*line.members, *extra]))
+        lines.append(dataclasses.replace(line, members=merged))
+    return dataclasses.replace(config, bridge=dataclasses.replace(config.bridge, lines=lines))
+
+
+class Appliance:
+    """Everything `textbridge run` holds, startable in-process (the demo and tests do)."""
+
+    def __init__(self, config: Config, *, members_file: Path | None = None) -> None:
+        self.config = config
+        self.members_file = members_file or config.general.data_dir / MEMBERS_FILE
+        self.store: Any = None
+        self.lines: dict[str, Any] = {}
+        self.bridge: Any = None
+        self._control_runner: web.AppRunner | None = None
+        self.control_socket = config.general.data_dir / "control.sock"
+
+    async def start(self) -> None:
+        from appliance.bridge.core import Bridge
+        from appliance.control import make_control_app
+        from appliance.homeserver.registration import Registration
+        from appliance.sms.cli import read_pin
+        from appliance.sms.line import SmsLine
+        from appliance.store import Store
+
+        config = apply_members(self.config, self.members_file)
+        data_dir = config.general.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await Store.open(config.store_path)
+        registration = Registration.load(config.bridge.registration)
+        bridge_config = config.bridge
+        if not bridge_config.database.is_absolute():
+            bridge_config = dataclasses.replace(
+                bridge_config, database=data_dir / bridge_config.database
+            )
+        self.bridge = Bridge(bridge_config, registration, self.store, self.lines)
+        if config.modem.enabled:
+            self.lines["sms"] = SmsLine(
+                "sms",
+                config.modem,
+                self.store,
+                on_event=self.bridge.on_line_event,
+                pin=read_pin(config.modem.pin_file),
+            )
+        await self.bridge.start()
+        for line in self.lines.values():
+            await line.start()
+        sims = {lid: line for lid, line in self.lines.items() if hasattr(line, "enter_pin")}
+        app = make_control_app(lines=self.lines, store=self.store, sim_control=sims)
+        app["bridge_health"] = self.bridge.health
+        self._control_runner = web.AppRunner(app, access_log=None)
+        await self._control_runner.setup()
+        with contextlib.suppress(FileNotFoundError):
+            self.control_socket.unlink()
+        site = web.UnixSite(self._control_runner, str(self.control_socket))
+        await site.start()
+        os.chmod(self.control_socket, 0o660)
+
+    async def stop(self) -> None:
+        if self._control_runner is not None:
+            await self._control_runner.cleanup()
+        for line in self.lines.values():
+            with contextlib.suppress(Exception):
+                await line.stop()
+        if self.bridge is not None:
+            with contextlib.suppress(Exception):
+                await self.bridge.stop()
+        if self.store is not None:
+            await self.store.close()
+
+    def healthy(self) -> bool:
+        if self.bridge is None:
+            return False
+        health: dict[str, Any] = self.bridge.health()
+        return bool(health.get("running", True))
+
+
+async def main(config: Config) -> int:
+    appliance = Appliance(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await appliance.start()
+    except Exception as exc:
+        log.exception("textbridge could not start")
+        sdnotify.notify(f"STATUS=Could not start: {exc}")
+        await appliance.stop()
+        return 1
+    watchdog = asyncio.create_task(sdnotify.watchdog_loop(appliance.healthy))
+    summaries = "; ".join(line.status().summary for line in appliance.lines.values())
+    sdnotify.notify("READY=1", f"STATUS=Bridge running. {summaries}".strip())
+    await stop.wait()
+    sdnotify.stop_notifying()
+    watchdog.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watchdog
+    await appliance.stop()
+    return 0

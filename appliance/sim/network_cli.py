@@ -1,0 +1,94 @@
+"""`textbridge network`: play the phone network of a running `textbridge modem-sim`.
+
+Usage: `network send --from +4915112345678 --text "hi"`, `network sent` (what the modem sent,
+decoded), `network report --reference 3 --status 0`, `network status`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+# Kept free of aiohttp (the server side imports it): this client starts in a fraction of
+# the time, which the demo and the tests call many times.
+ENV_CONTROL = "TEXTBRIDGE_SIM_CONTROL"
+DEFAULT_CONTROL = "127.0.0.1:8765"
+
+
+def parse_control(value: str) -> tuple[str, int]:
+    """Split a "host:port" with a loopback host; raises ValueError otherwise."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{value!r} is not host:port")
+    host = host.strip("[]") or "127.0.0.1"
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"the control server only listens on loopback, not {host}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return host, port
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--control",
+        default=None,
+        help=f"host:port of the simulator's control API (default ${ENV_CONTROL} or "
+        f"{DEFAULT_CONTROL})",
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    send = sub.add_parser("send", help="deliver a text to the modem")
+    send.add_argument("--from", dest="sender", required=True, help="sender's number or name")
+    send.add_argument("--text", required=True)
+    sub.add_parser("sent", help="print what the modem sent, decoded")
+    report = sub.add_parser("report", help="send a status report for a sent part")
+    report.add_argument("--reference", type=int, required=True, help="the part's TP-MR")
+    report.add_argument("--status", type=lambda v: int(v, 0), default=0, help="TP-ST")
+    sub.add_parser("status", help="print the simulator's state")
+
+
+def _call(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    # The base is always http://<loopback>:<port>, checked by parse_control.
+    request = urllib.request.Request(  # noqa: S310
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def run(args: argparse.Namespace) -> int:
+    address = args.control or os.environ.get(ENV_CONTROL) or DEFAULT_CONTROL
+    try:
+        host, port = parse_control(address)
+    except ValueError as exc:
+        print(f"network: {exc}")
+        return 2
+    base = f"http://{host}:{port}"
+    try:
+        if args.action == "send":
+            result = _call(base, "POST", "/deliver", {"sender": args.sender, "text": args.text})
+            where = ", ".join(str(i) for i in result["indexes"]) or "none yet"
+            print(f"delivered to the modem (storage index {where}; pending {result['pending']})")
+        elif args.action == "sent":
+            result = _call(base, "GET", "/sent")
+            for message in result["messages"]:
+                print(f"{message['dest']}\t{message['text']}")
+        elif args.action == "report":
+            _call(base, "POST", "/report", {"reference": args.reference, "status": args.status})
+            print(f"status report {args.status:#04x} sent for reference {args.reference}")
+        else:
+            print(json.dumps(_call(base, "GET", "/status"), indent=2))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        print(f"network: the simulator refused: {detail}")
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"network: cannot reach the simulator at {base} ({exc}); is modem-sim running?")
+        return 1
+    return 0

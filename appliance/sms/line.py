@@ -1,0 +1,662 @@
+"""The SMS line: the modem driver and the durable store, glued so that nothing is lost.
+
+Inbound, one worker handles every stored message in turn (a +CMTI, a +CDSI, or a periodic
+AT+CMGL sweep that catches notifications the modem or the library swallowed): decode, commit
+to the store (fsynced), and only then delete it from the modem. A crash between the commit
+and the delete leaves the message on the SIM; the next sweep finds it again and the store
+recognises the duplicate, so the delete is simply done then.
+
+Outbound, a sender loop takes each conversation's oldest due row, marks it SENDING durably
+before the first byte goes out, and records every part's TP-MR as the modem accepts it. A
+crash in between leaves the row SENDING, which the store turns into AMBIGUOUS at the next
+start: it is never sent a second time without a person saying so.
+
+Everything a person must know (PIN needed, modem unplugged, no network, storage full,
+a message failed) leaves as a LineEvent in plain words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from appliance.config import ModemConfig
+from appliance.line import (
+    LineCapabilities,
+    LineEvent,
+    LineEventHandler,
+    LineState,
+    LineStatus,
+    Severity,
+)
+from appliance.log import mask_number
+from appliance.sms import pdu as pdus
+from appliance.sms.errors import CmsError, ModemError, ModemUnavailable, SimLocked
+from appliance.sms.modem import (
+    Disconnected,
+    MessageStored,
+    Modem,
+    ModemEvent,
+    ModemInfo,
+    Reconnected,
+    RegistrationChanged,
+    StatusReportPdu,
+    StatusReportStored,
+    StoredPdu,
+)
+from appliance.store import Store
+from appliance.store.models import InboundMessage, OutboxRow, PartState
+
+log = logging.getLogger(__name__)
+
+ModemFactory = Callable[..., Modem]
+
+# How long a retryable send error waits before the next attempt grows with each attempt,
+# up to this ceiling (a congested network or a lost registration usually clears in minutes).
+MAX_RETRY_DELAY = 3600.0
+# How long to wait after a fault before trying the modem again.
+REOPEN_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class _Health:
+    state: LineState = LineState.STARTING
+    summary: str = "Starting the SMS modem."
+    info: ModemInfo | None = None
+    operator: str | None = None
+    signal: int | None = None
+    registered: bool = False
+    storage: tuple[int, int] | None = None
+    sim_state: str | None = None
+    sim_attempts: int | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class SmsLine:
+    """A Line (see appliance.line) over a USB modem."""
+
+    kind = "modem"
+    capabilities = LineCapabilities(groups=False, media=False, rcs=False)
+
+    def __init__(
+        self,
+        line_id: str,
+        config: ModemConfig,
+        store: Store,
+        *,
+        on_event: LineEventHandler | None = None,
+        pin: str | None = None,
+        modem_factory: ModemFactory = Modem,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.id = line_id
+        self.config = config
+        self.store = store
+        self._on_event = on_event
+        self._pin = pin
+        self._modem_factory = modem_factory
+        self._clock = clock
+        self._modem: Modem | None = None
+        self._health = _Health()
+        self._inbound: asyncio.Queue[ModemEvent | None] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._announced: set[str] = set()
+        self._sweep_now = asyncio.Event()
+        self._reopen_now = asyncio.Event()
+        self._queue_depth = 0
+
+    # -- Line protocol -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for row in await self.store.outbox.recover_interrupted(self.id):
+            log.warning("outbox row %d was interrupted mid-send; now ambiguous", row.id)
+        self._stopping = False
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name=f"{self.id}-supervise"),
+            asyncio.create_task(self._inbound_worker(), name=f"{self.id}-inbound"),
+            asyncio.create_task(self._sender(), name=f"{self.id}-sender"),
+            asyncio.create_task(self._housekeeping(), name=f"{self.id}-housekeeping"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._modem is not None:
+            with contextlib.suppress(Exception):
+                await self._modem.close()
+            self._modem = None
+        self._ready.clear()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def status(self) -> LineStatus:
+        h = self._health
+        details: dict[str, str] = {"port": self.config.port}
+        if h.info is not None:
+            details["model"] = f"{h.info.manufacturer} {h.info.model}".strip()
+            details["imei"] = f"…{h.info.imei[-4:]}" if h.info.imei else ""
+        if h.storage is not None:
+            details["storage"] = f"{h.storage[0]} of {h.storage[1]} used"
+        if h.sim_state is not None:
+            details["sim"] = h.sim_state
+        if h.sim_attempts is not None:
+            details["sim_attempts"] = str(h.sim_attempts)
+        for name, value in sorted(h.counters.items()):
+            details[f"count_{name}"] = str(value)
+        return LineStatus(
+            line_id=self.id,
+            kind=self.kind,
+            state=h.state,
+            summary=h.summary,
+            operator=h.operator,
+            signal_percent=h.signal,
+            registered=h.registered,
+            own_number=h.info.own_number if h.info else None,
+            queue_depth=self._queue_depth,
+            last_error=h.last_error,
+            last_error_at=h.last_error_at,
+            details=details,
+        )
+
+    # -- for the web setup and the bot ---------------------------------------------------
+
+    @property
+    def modem(self) -> Modem | None:
+        return self._modem
+
+    async def sim_state(self) -> tuple[str, int | None]:
+        if self._modem is None:
+            return (self._health.sim_state or "unknown", self._health.sim_attempts)
+        return await self._modem.sim_state()
+
+    async def enter_pin(self, pin: str) -> None:
+        """Enter the PIN once (from the setup page); the supervisor then opens the line."""
+        self._pin = pin
+        modem = self._modem_factory(self.config, on_event=self._on_modem_event, pin=pin)
+        try:
+            await modem.open()
+        finally:
+            with contextlib.suppress(Exception):
+                await modem.close()
+        self._sweep_now.set()
+        self._reopen_now.set()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- supervision: open, watch, recover -----------------------------------------------
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                await self._open()
+                failures = 0
+                await self._watch()
+            except asyncio.CancelledError:
+                raise
+            except SimLocked as exc:
+                self._health.sim_state = exc.needs
+                self._health.sim_attempts = exc.attempts_left
+                self._down(str(exc), key="sim-locked", severity=Severity.ERROR)
+                # A PIN is entered once by a person; retrying on our own could burn attempts.
+                self._pin = None
+                await self._wait_reopen(300.0)
+                continue
+            except ModemError as exc:
+                self._down(
+                    "The SMS modem is not answering "
+                    f"({exc}). Check that it is plugged in; Textbridge keeps trying.",
+                    key="unavailable",
+                    severity=Severity.ERROR,
+                )
+            except Exception as exc:  # a driver bug must not end the line for good
+                log.exception("SMS line supervisor error")
+                self._down(f"The SMS modem failed unexpectedly ({exc}).", key="unavailable")
+            if self._modem is not None:
+                with contextlib.suppress(Exception):
+                    await self._modem.close()
+                self._modem = None
+            self._ready.clear()
+            delay = REOPEN_DELAYS[min(failures, len(REOPEN_DELAYS) - 1)]
+            failures += 1
+            await self._wait_reopen(delay)
+
+    async def _wait_reopen(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reopen_now.wait(), delay)
+        self._reopen_now.clear()
+
+    async def _open(self) -> None:
+        modem = self._modem_factory(self.config, on_event=self._on_modem_event, pin=self._pin)
+        self._modem = modem
+        info = await modem.open()
+        self._health.info = info
+        self._health.sim_state = "READY"
+        self._health.sim_attempts = None
+        registered = await modem.wait_registered(timeout=30.0)
+        await self._refresh(modem, registered=registered)
+        self._ready.set()
+        self._resolved("unavailable", "The SMS modem is working again.")
+        self._resolved("sim-locked", "The SIM card is unlocked.")
+        # Catch up on anything that arrived while we were away.
+        await self._inbound.put(None)
+        self._wake.set()
+
+    async def _refresh(self, modem: Modem, *, registered: bool | None = None) -> None:
+        h = self._health
+        if registered is None:
+            registered = await modem.wait_registered(timeout=0.5)
+        h.registered = registered
+        h.signal = await modem.signal_percent()
+        h.operator = await modem.operator()
+        with contextlib.suppress(ModemError):
+            h.storage = await modem.storage_usage()
+        if not registered:
+            self._set(
+                LineState.DEGRADED,
+                "The SIM is not connected to a mobile network; messages wait until it is.",
+            )
+            self._announce(
+                "no-network",
+                Severity.WARNING,
+                "The SMS line has no mobile network. Messages wait and go out when it is back.",
+            )
+            return
+        self._resolved("no-network", "The SMS line has a mobile network again.")
+        storage_full = h.storage is not None and h.storage[1] > 0 and h.storage[0] >= h.storage[1]
+        if storage_full:
+            self._set(
+                LineState.DEGRADED,
+                "The SIM's message storage is full; new texts wait at the network.",
+            )
+        else:
+            self._set(LineState.READY, self._ready_summary())
+
+    def _ready_summary(self) -> str:
+        h = self._health
+        op = h.operator or "the mobile network"
+        if h.signal is None:
+            return f"Connected to {op}."
+        bars = max(1, min(5, round(h.signal / 20)))
+        words = "weak" if bars <= 1 else "fair" if bars <= 2 else "good"
+        return f"Connected to {op}, signal {words} ({bars} of 5)."
+
+    async def _watch(self) -> None:
+        """While the modem is open: refresh health, and sweep storage now and then."""
+        assert self._modem is not None
+        modem = self._modem
+        last_sweep = 0.0
+        while not self._stopping:
+            now = time.monotonic()
+            if now - last_sweep >= self.config.sweep_interval or self._sweep_now.is_set():
+                self._sweep_now.clear()
+                last_sweep = now
+                await self._inbound.put(None)
+            try:
+                await self._refresh(modem)
+            except ModemUnavailable:
+                raise
+            except ModemError as exc:
+                log.warning("modem health check failed (%s); recovering", exc)
+                rung = await modem.recover()
+                log.info("modem recovered by %s", rung)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._reopen_now.wait(), min(30.0, self.config.sweep_interval)
+                )
+            if self._reopen_now.is_set():
+                self._reopen_now.clear()
+                raise ModemUnavailable("reopen requested")
+
+    def _on_modem_event(self, event: ModemEvent) -> None:
+        if isinstance(event, MessageStored | StatusReportStored | StatusReportPdu):
+            self._inbound.put_nowait(event)
+        elif isinstance(event, Disconnected):
+            self._ready.clear()
+            self._down(
+                f"The SMS modem disconnected ({event.reason}). Textbridge is reconnecting; "
+                "texts wait on the SIM and in the queue meanwhile.",
+                key="unavailable",
+                severity=Severity.WARNING,
+            )
+        elif isinstance(event, Reconnected):
+            self._ready.set()
+            self._set(LineState.READY, self._ready_summary())
+            self._resolved("unavailable", "The SMS modem is working again.")
+            self._inbound.put_nowait(None)
+            self._wake.set()
+        elif isinstance(event, RegistrationChanged):
+            self._health.registered = event.registered
+            if event.registered:
+                self._wake.set()
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    async def _inbound_worker(self) -> None:
+        # One consumer: a message index is never read by one path while another deletes it,
+        # which matters because the modem reuses an index as soon as it is free.
+        while True:
+            event = await self._inbound.get()
+            await self._ready.wait()
+            modem = self._modem
+            if modem is None:
+                continue
+            try:
+                if event is None:
+                    await self._sweep(modem)
+                elif isinstance(event, MessageStored | StatusReportStored):
+                    stored = await modem.read(event.index)
+                    if stored is not None:
+                        await self._take(modem, stored)
+                elif isinstance(event, StatusReportPdu):
+                    await self._status_report_pdu(event.pdu)
+            except asyncio.CancelledError:
+                raise
+            except ModemError as exc:
+                # The sweep after recovery finds whatever was not taken.
+                log.warning("inbound handling interrupted (%s); will sweep again", exc)
+                self._sweep_now.set()
+            except Exception:
+                log.exception("inbound handling failed; will sweep again")
+                self._sweep_now.set()
+
+    async def _sweep(self, modem: Modem) -> None:
+        stored = await modem.list_stored()
+        for item in stored:
+            await self._take(modem, item)
+        self._health.counters["sweeps"] = self._health.counters.get("sweeps", 0) + 1
+
+    async def _take(self, modem: Modem, stored: StoredPdu) -> None:
+        """Commit one stored PDU durably, then delete it from the modem."""
+        now_ms = int(self._clock() * 1000)
+        try:
+            decoded = pdus.decode(stored.pdu)
+        except pdus.PduError as exc:
+            await self._quarantine(stored.pdu, str(exc), now_ms)
+        else:
+            if isinstance(decoded, pdus.StatusReport):
+                await self._apply_report(decoded)
+            else:
+                await self._deliver(decoded, stored.pdu, now_ms)
+        await modem.delete(stored.index)
+        self._health.counters["inbound_parts"] = self._health.counters.get("inbound_parts", 0) + 1
+
+    async def _quarantine(self, raw_hex: str, reason: str, now_ms: int) -> None:
+        raw = _hex_bytes(raw_hex)
+        digest = hashlib.sha256(raw).hexdigest()[:32]
+        message = InboundMessage(
+            line_id=self.id,
+            conversation="unknown",
+            sender="unknown",
+            body="",
+            sent_at=now_ms,
+            dedup_key=f"raw:{digest}",
+            kind="quarantine",
+            raw=raw,
+            note=f"A text arrived that could not be read ({reason}). It is kept for inspection.",
+        )
+        _, created = await self.store.inbox.add(message)
+        if created:
+            log.warning("quarantined an undecodable PDU (%s)", reason)
+
+    async def _deliver(self, d: pdus.Deliver, raw_hex: str, now_ms: int) -> None:
+        raw = _hex_bytes(raw_hex)
+        sender = d.sender
+        text = d.text if d.encoding != "8bit" else _describe_binary(d.data)
+        body_hash = hashlib.sha256(raw[_smsc_len(raw) :]).hexdigest()[:16]
+        if d.concat is None or d.concat.total <= 1:
+            message = InboundMessage(
+                line_id=self.id,
+                conversation=sender,
+                sender=sender,
+                body=text,
+                sent_at=d.timestamp_ms,
+                dedup_key=f"{sender}|{d.timestamp_ms}|single|{body_hash}",
+                raw=raw,
+                meta={"sender_type": d.sender_type, "encoding": d.encoding},
+            )
+            _, created = await self.store.inbox.add(message)
+            if created:
+                log.info("SMS from %s stored", mask_number(sender))
+            return
+        c = d.concat
+        group = f"{sender}|{c.bits}|{c.ref}|{c.total}"
+        held = await self.store.fragments.add(
+            self.id,
+            group,
+            c.seq,
+            c.total,
+            text,
+            f"{group}|{c.seq}|{d.timestamp_ms}",
+            now_ms,
+            d.timestamp_ms,
+        )
+        if held >= c.total:
+            await self._complete(group, d.sender_type, incomplete=False)
+
+    async def _complete(self, group: str, sender_type: str, *, incomplete: bool) -> None:
+        fragments = await self.store.fragments.get(self.id, group)
+        if not fragments:
+            return
+        sender, _bits, _ref, total_s = group.rsplit("|", 3)
+        total = int(total_s)
+        by_index = {f.index: f for f in fragments}
+        missing = [i for i in range(1, total + 1) if i not in by_index]
+        pieces = []
+        for i in range(1, total + 1):
+            frag = by_index.get(i)
+            pieces.append(frag.payload if frag else f"[part {i} of {total} missing]")
+        first = min(fragments, key=lambda f: f.index)
+        sent_at = min(f.sent_at for f in fragments)
+        note = None
+        if missing:
+            which = ", ".join(str(i) for i in missing)
+            note = (
+                f"Part {which} of this {total}-part text never arrived; "
+                "what did arrive is shown."
+            )
+        message = InboundMessage(
+            line_id=self.id,
+            conversation=sender,
+            sender=sender,
+            body="".join(pieces),
+            sent_at=sent_at,
+            dedup_key=f"{group}|{sent_at}|{first.received_at}",
+            note=note,
+            meta={"sender_type": sender_type, "parts": str(total), "incomplete": str(incomplete)},
+        )
+        await self.store.fragments.complete(self.id, group, message)
+        log.info("%d-part SMS from %s stored", total, mask_number(sender))
+
+    async def _expire_fragments(self) -> None:
+        older_than = int((self._clock() - self.config.multipart_timeout) * 1000)
+        for line_id, group in await self.store.fragments.expired(older_than):
+            if line_id == self.id:
+                await self._complete(group, "unknown", incomplete=True)
+
+    async def _status_report_pdu(self, pdu_hex: str) -> None:
+        try:
+            decoded = pdus.decode(pdu_hex)
+        except pdus.PduError as exc:
+            log.warning("unreadable status report ignored (%s)", exc)
+            return
+        if isinstance(decoded, pdus.StatusReport):
+            await self._apply_report(decoded)
+
+    async def _apply_report(self, report: pdus.StatusReport) -> None:
+        state = {
+            "delivered": PartState.DELIVERED,
+            "trying": PartState.TRYING,
+            "failed": PartState.FAILED,
+        }[report.state]
+        row = await self.store.outbox.apply_status_report(
+            self.id, report.reference, report.recipient, state, report.detail
+        )
+        if row is None:
+            log.info("status report for unknown reference %d ignored", report.reference)
+
+    # -- outbound --------------------------------------------------------------------------
+
+    async def _sender(self) -> None:
+        while True:
+            await self._ready.wait()
+            now_ms = int(self._clock() * 1000)
+            rows = await self.store.outbox.ready(self.id, now_ms)
+            self._queue_depth = len(rows)
+            for row in rows:
+                if self._stopping or not self._ready.is_set():
+                    break
+                await self._send(row)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                # A retry comes due without anyone waking us: look again at least this often.
+                await asyncio.wait_for(self._wake.wait(), 1.0 if rows else 5.0)
+
+    async def _send(self, row: OutboxRow) -> None:
+        modem = self._modem
+        if modem is None:
+            return
+        req = row.request
+        dest = req.conversation
+        try:
+            parts = pdus.encode_submit(
+                dest,
+                req.body,
+                concat_ref=row.id & 0xFF,
+                request_status=self.config.status_reports,
+                smsc=self.config.smsc,
+            )
+        except pdus.PduError as exc:
+            await self.store.outbox.mark_failed(
+                row.id, f"This can't be sent as a text message: {exc}."
+            )
+            return
+        already = {p.index for p in row.parts if p.state != PartState.PENDING}
+        await self.store.outbox.mark_sending(row.id)
+        for index, part in enumerate(parts):
+            if index in already:
+                continue
+            try:
+                reference = await modem.send_pdu(part)
+            except CmsError as exc:
+                await self._send_failed(row, exc)
+                return
+            except ModemError as exc:
+                # The PDU may or may not have left; the store's recovery makes it ambiguous
+                # rather than risk a second send.
+                log.warning("send interrupted (%s); outbox row %d is ambiguous", exc, row.id)
+                await self.store.outbox.mark_ambiguous(
+                    row.id,
+                    "The modem stopped answering while sending this, so it may or may not "
+                    "have gone out. Say retry to send it again, or cancel.",
+                )
+                self._record_error(f"Sending stopped half-way: {exc}.")
+                raise
+            await self.store.outbox.mark_part_sent(row.id, index, reference)
+        await self.store.outbox.mark_sent(row.id)
+        self._health.counters["sent"] = self._health.counters.get("sent", 0) + 1
+        log.info("SMS to %s sent in %d part(s)", mask_number(dest), len(parts))
+
+    async def _send_failed(self, row: OutboxRow, exc: CmsError) -> None:
+        attempts = row.attempts + 1
+        if exc.retryable and attempts < self.config.max_send_attempts:
+            delay = min(self.config.retry_delay * (2 ** (attempts - 1)), MAX_RETRY_DELAY)
+            await self.store.outbox.mark_retry(
+                row.id, f"{exc.reason} Trying again in {_human_seconds(delay)}.", delay
+            )
+            return
+        reason = exc.reason
+        if exc.retryable:
+            reason = f"{reason} Gave up after {attempts} attempts."
+        await self.store.outbox.mark_failed(row.id, reason)
+        self._record_error(reason)
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(min(60.0, self.config.multipart_timeout / 4))
+            try:
+                await self._expire_fragments()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("expiring multipart fragments failed")
+
+    # -- state and events ------------------------------------------------------------------
+
+    def _set(self, state: LineState, summary: str) -> None:
+        self._health.state = state
+        self._health.summary = summary
+
+    def _record_error(self, text: str) -> None:
+        self._health.last_error = text
+        self._health.last_error_at = self._clock()
+
+    def _down(self, text: str, *, key: str, severity: Severity = Severity.ERROR) -> None:
+        self._set(LineState.DOWN, text)
+        self._record_error(text)
+        self._announce(key, severity, text)
+
+    def _announce(self, key: str, severity: Severity, text: str) -> None:
+        if key in self._announced:
+            return
+        self._announced.add(key)
+        self._emit(LineEvent(self.id, severity, text, key))
+
+    def _resolved(self, key: str, text: str) -> None:
+        if key in self._announced:
+            self._announced.discard(key)
+            self._emit(LineEvent(self.id, Severity.INFO, text, f"{key}-resolved"))
+
+    def _emit(self, event: LineEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("line event handler failed")
+
+
+def _hex_bytes(value: str) -> bytes:
+    try:
+        return bytes.fromhex("".join(value.split()))
+    except ValueError:
+        return value.encode("utf-8", "replace")
+
+
+def _smsc_len(raw: bytes) -> int:
+    return 1 + raw[0] if raw else 0
+
+
+def _describe_binary(data: bytes) -> str:
+    return f"[a data message of {len(data)} bytes that is not text]"
+
+
+def _human_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{round(seconds)} seconds"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} minutes"
+    return f"{round(seconds / 3600)} hours"

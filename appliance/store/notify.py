@@ -1,0 +1,58 @@
+"""`store.changed`: lets readers sleep until something was committed instead of polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+# Commits made by another process (the web dashboard's process, the CLI) cannot wake us
+# directly; while someone waits we look at SQLite's data_version this often.
+CROSS_PROCESS_POLL_S = 0.5
+
+
+class Notifier:
+    """Wakes every waiter on each commit.
+
+    `version` counts notifications, so a caller that read the store and then waits can pass
+    the version it saw and not miss a commit that happened in between.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.version = 0
+        self._probe: Callable[[], Awaitable[bool]] | None = None
+
+    def notify(self) -> None:
+        self.version += 1
+        # Swap in a fresh event so waiters that arrive later wait for the next commit.
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    def _set_probe(self, probe: Callable[[], Awaitable[bool]] | None) -> None:
+        self._probe = probe
+
+    async def wait(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract other parts code against
+        *,
+        since: int | None = None,
+    ) -> bool:
+        """True as soon as a commit happens (or happened after `since`), False on timeout."""
+        if since is not None and since != self.version:
+            return True
+        event = self._event
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            step = CROSS_PROCESS_POLL_S
+            if deadline is not None:
+                step = min(step, deadline - loop.time())
+                if step <= 0:
+                    return event.is_set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), step)
+                return True
+            if self._probe is not None and await self._probe():
+                self.notify()
+                return True
