@@ -9,7 +9,7 @@ PY      := $(VENV)/bin/python
 PIPOPTS := --disable-pip-version-check --quiet --require-hashes
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv synapse test lint demo lock bench clean image image-test
+.PHONY: all deps venv synapse test lint demo lock bench clean
 
 all: venv
 
@@ -58,3 +58,6 @@ lock:
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+
+# `make image` and `make image-test` (the flashable image, booted under QEMU).
+include image/image.mk

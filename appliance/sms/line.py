@@ -389,18 +389,26 @@ class SmsLine:
 
     async def _take(self, modem: Modem, stored: StoredPdu) -> None:
         """Commit one stored PDU durably, then delete it from the modem."""
-        now_ms = int(self._clock() * 1000)
-        try:
-            decoded = pdus.decode(stored.pdu)
-        except pdus.PduError as exc:
-            await self._quarantine(stored.pdu, str(exc), now_ms)
-        else:
-            if isinstance(decoded, pdus.StatusReport):
-                await self._apply_report(decoded)
-            else:
-                await self._deliver(decoded, stored.pdu, now_ms)
+        await self.commit_pdu(stored.pdu)
         await modem.delete(stored.index)
         self._health.counters["inbound_parts"] = self._health.counters.get("inbound_parts", 0) + 1
+
+    async def commit_pdu(self, pdu_hex: str) -> str:
+        """Decode one PDU as the modem stored it and commit what it holds, durably.
+
+        Returns what became of it: "message", "part", "report" or "quarantined". Nothing in
+        the PDU can make this raise: whatever cannot be decoded is kept, raw, in quarantine.
+        """
+        now_ms = int(self._clock() * 1000)
+        try:
+            decoded = pdus.decode(pdu_hex)
+        except pdus.PduError as exc:
+            await self._quarantine(pdu_hex, str(exc), now_ms)
+            return "quarantined"
+        if isinstance(decoded, pdus.StatusReport):
+            await self._apply_report(decoded)
+            return "report"
+        return await self._deliver(decoded, pdu_hex, now_ms)
 
     async def _quarantine(self, raw_hex: str, reason: str, now_ms: int) -> None:
         raw = _hex_bytes(raw_hex)
@@ -420,9 +428,10 @@ class SmsLine:
         if created:
             log.warning("quarantined an undecodable PDU (%s)", reason)
 
-    async def _deliver(self, d: pdus.Deliver, raw_hex: str, now_ms: int) -> None:
+    async def _deliver(self, d: pdus.Deliver, raw_hex: str, now_ms: int) -> str:
         raw = _hex_bytes(raw_hex)
-        sender = d.sender
+        # An empty originating address is legal in a PDU; a conversation needs a name.
+        sender = d.sender or "unknown"
         text = d.text if d.encoding != "8bit" else _describe_binary(d.data)
         body_hash = hashlib.sha256(raw[_smsc_len(raw) :]).hexdigest()[:16]
         if d.concat is None or d.concat.total <= 1:
@@ -439,7 +448,7 @@ class SmsLine:
             _, created = await self.store.inbox.add(message)
             if created:
                 log.info("SMS from %s stored", mask_number(sender))
-            return
+            return "message"
         c = d.concat
         group = f"{sender}|{c.bits}|{c.ref}|{c.total}"
         held = await self.store.fragments.add(
@@ -454,6 +463,8 @@ class SmsLine:
         )
         if held >= c.total:
             await self._complete(group, d.sender_type, incomplete=False)
+            return "message"
+        return "part"
 
     async def _complete(self, group: str, sender_type: str, *, incomplete: bool) -> None:
         fragments = await self.store.fragments.get(self.id, group)

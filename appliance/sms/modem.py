@@ -852,7 +852,9 @@ def parse_listing(lines: list[str], prefix: str, *, index: int | None = None) ->
             else:
                 pending = None
             continue
-        if pending is not None and HEX_RE.fullmatch(text) and len(text) % 2 == 0 and len(text) > 2:
+        if pending is not None and HEX_RE.fullmatch(text):
+            # However short or odd its length: the SMS line quarantines what it cannot decode
+            # and deletes it, where skipping it here would leave it on the SIM forever.
             found.append(StoredPdu(index=pending[0], status=pending[1], pdu=text.upper()))
         pending = None
     return found

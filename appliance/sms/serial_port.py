@@ -22,7 +22,6 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import serial
 from gsmmodem.exceptions import TimeoutException
@@ -271,7 +270,12 @@ class AtPort(SerialComms):  # type: ignore[misc]  # gsmmodem ships no type infor
             log.debug("ignored a line from the modem that no command was waiting for")
 
     def _is_urc(self, line: str, pending: str | None) -> bool:
-        return line.startswith(URC_PREFIXES) and not _answers(line, pending)
+        if not line.startswith(URC_PREFIXES):
+            return False
+        # Only a read command (AT+CREG?) is answered with these; during anything else,
+        # including AT+CREG=2 itself, one is news from the network.
+        prefix = line.split(":", 1)[0].upper()
+        return pending is None or pending.upper() != f"AT{prefix}?"
 
     def _dispatch(self, lines: list[str]) -> None:
         self._on_urc(lines)
@@ -289,7 +293,3 @@ def _label(text: str) -> str:
     # Never the arguments: they can hold a PIN or a phone number.
     head = re.split(r"[=?]", text, maxsplit=1)[0]
     return head if head.upper().startswith("AT") else "a command"
-
-
-def describe(exc: Any) -> str:
-    return str(exc) or exc.__class__.__name__
