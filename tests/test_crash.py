@@ -85,7 +85,7 @@ multipart_timeout = 3600.0
                 *cmd, cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=stderr_log
             )
             # Traffic for this life of the process, at random moments within it.
-            life = rng.uniform(0.05, 1.0)
+            life = rng.uniform(0.05, 0.7)
             deadline = time.monotonic() + life
             while True:
                 now = time.monotonic()
