@@ -159,7 +159,7 @@ class Demo:
             }
         )
         print("Starting the bridge…", flush=True)
-        self.appliance = Appliance(config, members_file=web_state / "members.json")
+        self.appliance = Appliance(config, web_state=web_state)
         await self.appliance.start()
 
         settings = WebSettings(
@@ -195,16 +195,17 @@ Ctrl-C stops everything.
 """
 
     async def stop(self) -> None:
-        for closer in (
-            lambda: self.web_runner.cleanup() if self.web_runner else None,
-            lambda: self.appliance.stop() if self.appliance else None,
-            lambda: self.sim_runner.cleanup() if self.sim_runner else None,
-            lambda: self.synapse.stop() if self.synapse else None,
+        # Each part is stopped even if stopping another failed.
+        for part, method in (
+            (self.web_runner, "cleanup"),
+            (self.appliance, "stop"),
+            (self.sim_runner, "cleanup"),
+            (self.synapse, "stop"),
         ):
+            if part is None:
+                continue
             with contextlib.suppress(Exception):
-                result = closer()
-                if result is not None:
-                    await result
+                await getattr(part, method)()
         if self.sim is not None:
             with contextlib.suppress(Exception):
                 self.sim.stop()

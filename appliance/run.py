@@ -30,6 +30,9 @@ from appliance.config import DEFAULT_PATH, Config, ConfigError
 log = logging.getLogger(__name__)
 
 MEMBERS_FILE = "members.json"
+OWNER_FILE = "owner.json"
+# How often the files the web setup writes are looked at for changes.
+RELOAD_INTERVAL = 3.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,31 +49,46 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(main(config))
 
 
-def apply_members(config: Config, members_file: Path) -> Config:
-    """Line membership chosen in the web setup ({line_id: [mxid, ...]}) joins the config's."""
-    try:
-        chosen: Any = json.loads(members_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return config
-    except (OSError, ValueError) as exc:
-        log.error("ignoring %s: %s", members_file, exc)
-        return config
+def apply_members(config: Config, web_state: Path) -> Config:
+    """Who may use which line, as the web setup recorded it, joins the config's lists.
+
+    The web service writes {line_id: [mxid, ...]} to members.json and the owner's Matrix ID
+    to owner.json in its state directory; the owner becomes the owner of every line that
+    names none, so line problems reach someone.
+    """
+    chosen = _read_json(web_state / MEMBERS_FILE)
+    owner_data = _read_json(web_state / OWNER_FILE)
+    owner = owner_data.get("mxid") if isinstance(owner_data, Mapping) else None
     if not isinstance(chosen, Mapping):
-        return config
+        chosen = {}
     lines = []
     for line in config.bridge.lines:
         extra = [m for m in chosen.get(line.id, []) if isinstance(m, str)]
         merged = list(dict.fromkeys([*line.members, *extra]))
-        lines.append(dataclasses.replace(line, members=merged))
+        new_owner = line.owner or (owner if isinstance(owner, str) else "")
+        lines.append(dataclasses.replace(line, members=merged, owner=new_owner))
     return dataclasses.replace(config, bridge=dataclasses.replace(config.bridge, lines=lines))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.error("ignoring %s: %s", path, exc)
+        return None
 
 
 class Appliance:
     """Everything `textbridge run` holds, startable in-process (the demo and tests do)."""
 
-    def __init__(self, config: Config, *, members_file: Path | None = None) -> None:
+    def __init__(self, config: Config, *, web_state: Path | None = None) -> None:
         self.config = config
-        self.members_file = members_file or config.general.data_dir / MEMBERS_FILE
+        # Where `textbridge web` keeps what the owner chose (members.json, owner.json).
+        self.web_state = web_state or config.general.data_dir / "web"
+        self._reload_task: asyncio.Task[None] | None = None
+        self._seen: tuple[float, ...] = ()
         self.store: Any = None
         self.lines: dict[str, Any] = {}
         self.bridge: Any = None
@@ -85,7 +103,8 @@ class Appliance:
         from appliance.sms.line import SmsLine
         from appliance.store import Store
 
-        config = apply_members(self.config, self.members_file)
+        config = apply_members(self.config, self.web_state)
+        self._seen = self._stamps()
         data_dir = config.general.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await Store.open(config.store_path)
@@ -108,8 +127,9 @@ class Appliance:
         for line in self.lines.values():
             await line.start()
         sims = {lid: line for lid, line in self.lines.items() if hasattr(line, "enter_pin")}
-        app = make_control_app(lines=self.lines, store=self.store, sim_control=sims)
-        app["bridge_health"] = self.bridge.health
+        app = make_control_app(
+            lines=self.lines, store=self.store, sim_control=sims, bridge_health=self.bridge.health
+        )
         self._control_runner = web.AppRunner(app, access_log=None)
         await self._control_runner.setup()
         with contextlib.suppress(FileNotFoundError):
@@ -117,8 +137,41 @@ class Appliance:
         site = web.UnixSite(self._control_runner, str(self.control_socket))
         await site.start()
         os.chmod(self.control_socket, 0o660)
+        self._reload_task = asyncio.create_task(self._reload_loop(), name="reload-members")
+
+    def _stamps(self) -> tuple[float, ...]:
+        stamps = []
+        for name in (MEMBERS_FILE, OWNER_FILE):
+            try:
+                stamps.append((self.web_state / name).stat().st_mtime)
+            except OSError:
+                stamps.append(0.0)
+        return tuple(stamps)
+
+    async def _reload_loop(self) -> None:
+        """Membership changes made in the web setup take effect without a restart."""
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL)
+            stamps = self._stamps()
+            if stamps == self._seen:
+                continue
+            self._seen = stamps
+            config = apply_members(self.config, self.web_state)
+            new = dataclasses.replace(config.bridge, database=self.bridge.config.database)
+            self.bridge.config = new
+            reload = getattr(self.bridge, "reload_config", None)
+            if reload is not None:
+                try:
+                    await reload()
+                except Exception:
+                    log.exception("applying new line members failed")
+            log.info("line membership reloaded")
 
     async def stop(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reload_task
         if self._control_runner is not None:
             await self._control_runner.cleanup()
         for line in self.lines.values():

@@ -113,6 +113,7 @@ class SmsLine:
         self._announced: set[str] = set()
         self._sweep_now = asyncio.Event()
         self._reopen_now = asyncio.Event()
+        self._pin_lock = asyncio.Lock()
         self._queue_depth = 0
 
     # -- Line protocol -------------------------------------------------------------------
@@ -186,14 +187,30 @@ class SmsLine:
         return await self._modem.sim_state()
 
     async def enter_pin(self, pin: str) -> None:
-        """Enter the PIN once (from the setup page); the supervisor then opens the line."""
-        self._pin = pin
-        modem = self._modem_factory(self.config, on_event=self._on_modem_event, pin=pin)
-        try:
-            await modem.open()
-        finally:
-            with contextlib.suppress(Exception):
-                await modem.close()
+        """Enter the PIN once (from the setup page); the supervisor then opens the line.
+
+        The PIN is kept (for re-entry after a modem reset, which locks the SIM again) only
+        when the SIM accepted it: a wrong PIN is never tried a second time by us.
+        """
+        async with self._pin_lock:
+            if self._modem is not None:
+                state, _ = await self.sim_state()
+                if state == "READY":
+                    return
+                await self._close_modem()
+            modem = self._modem_factory(self.config, on_event=lambda _event: None, pin=pin)
+            try:
+                await modem.open()
+            except SimLocked as exc:
+                self._health.sim_state = exc.needs
+                self._health.sim_attempts = exc.attempts_left
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    await modem.close()
+            self._pin = pin
+            self._health.sim_state = "READY"
+            self._health.sim_attempts = None
         self._sweep_now.set()
         self._reopen_now.set()
 
@@ -209,20 +226,23 @@ class SmsLine:
     async def _supervise(self) -> None:
         failures = 0
         while not self._stopping:
+            delay: float
             try:
                 await self._open()
                 failures = 0
                 await self._watch()
+                delay = 0.0
             except asyncio.CancelledError:
                 raise
+            except _Reopen:
+                delay = 0.0
             except SimLocked as exc:
                 self._health.sim_state = exc.needs
                 self._health.sim_attempts = exc.attempts_left
                 self._down(str(exc), key="sim-locked", severity=Severity.ERROR)
                 # A PIN is entered once by a person; retrying on our own could burn attempts.
                 self._pin = None
-                await self._wait_reopen(300.0)
-                continue
+                delay = 300.0
             except ModemError as exc:
                 self._down(
                     "The SMS modem is not answering "
@@ -230,17 +250,23 @@ class SmsLine:
                     key="unavailable",
                     severity=Severity.ERROR,
                 )
+                delay = REOPEN_DELAYS[min(failures, len(REOPEN_DELAYS) - 1)]
+                failures += 1
             except Exception as exc:  # a driver bug must not end the line for good
                 log.exception("SMS line supervisor error")
                 self._down(f"The SMS modem failed unexpectedly ({exc}).", key="unavailable")
-            if self._modem is not None:
-                with contextlib.suppress(Exception):
-                    await self._modem.close()
-                self._modem = None
-            self._ready.clear()
-            delay = REOPEN_DELAYS[min(failures, len(REOPEN_DELAYS) - 1)]
-            failures += 1
+                delay = REOPEN_DELAYS[min(failures, len(REOPEN_DELAYS) - 1)]
+                failures += 1
+            # Closed on every path, so the port is free for enter_pin() and the next open.
+            await self._close_modem()
             await self._wait_reopen(delay)
+
+    async def _close_modem(self) -> None:
+        self._ready.clear()
+        modem, self._modem = self._modem, None
+        if modem is not None:
+            with contextlib.suppress(Exception):
+                await modem.close()
 
     async def _wait_reopen(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -327,7 +353,7 @@ class SmsLine:
                 )
             if self._reopen_now.is_set():
                 self._reopen_now.clear()
-                raise ModemUnavailable("reopen requested")
+                raise _Reopen
 
     def _on_modem_event(self, event: ModemEvent) -> None:
         if isinstance(event, MessageStored | StatusReportStored | StatusReportPdu):
@@ -648,6 +674,10 @@ class SmsLine:
             self._on_event(event)
         except Exception:
             log.exception("line event handler failed")
+
+
+class _Reopen(Exception):
+    """Someone (enter_pin) asked for the modem to be opened afresh."""
 
 
 def _hex_bytes(value: str) -> bytes:

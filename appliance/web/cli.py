@@ -1,0 +1,111 @@
+"""`textbridge web`: serve the setup wizard and the dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from appliance.homeserver import HomeserverAdapter, adapter_for
+from appliance.web.app import WEB_KEY, make_app
+from appliance.web.ca import CertificateAuthority
+from appliance.web.config import WebSettings
+
+log = logging.getLogger(__name__)
+RENEW_CHECK_INTERVAL = 24 * 3600.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the appliance config (for data_dir and the homeserver)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="the web state directory (default: {data_dir}/web)")
+    parser.add_argument("--control-socket", type=Path, default=None,
+                        help="the bridge's control socket (default: {data_dir}/control.sock)")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=80)
+    parser.add_argument("--https-port", type=int, default=0,
+                        help="also serve HTTPS with the appliance's own certificate")
+    parser.add_argument("--homeserver", choices=["tuwunel", "synapse"], default="tuwunel",
+                        help="which homeserver runs next to the bridge")
+    parser.add_argument("--homeserver-url", default=None,
+                        help="its client API on loopback, e.g. http://127.0.0.1:8008")
+    parser.add_argument("--server-name", default=None, help="its server name (synapse only)")
+    parser.add_argument("--public-url", default=None,
+                        help="the address family members type into Element X")
+    parser.add_argument("--log-file", type=Path, default=None,
+                        help="show this file in the log view instead of the journal")
+    parser.add_argument("--allow-remote-setup", action="store_true",
+                        help="answer the setup wizard from any address (demo only)")
+    parser.add_argument("--secure-cookies", action="store_true")
+
+
+def settings_from_args(args: argparse.Namespace) -> WebSettings:
+    data_dir = Path("/var/lib/textbridge")
+    if args.config is not None:
+        from appliance.config import Config
+
+        data_dir = Config.load(args.config).general.data_dir
+    state_dir = args.state_dir or data_dir / "web"
+    kind, url, server_name = args.homeserver, args.homeserver_url, args.server_name
+
+    def homeserver() -> HomeserverAdapter:
+        # Built on first use: the homeserver may still be starting when the web comes up.
+        return adapter_for(kind, state_dir=data_dir, url=url, server_name=server_name)
+
+    return WebSettings(
+        state_dir=state_dir,
+        homeserver=homeserver,
+        control_socket=args.control_socket or data_dir / "control.sock",
+        host=args.host,
+        port=args.port,
+        trust_local_only=not args.allow_remote_setup,
+        secure_cookies=args.secure_cookies,
+        homeserver_public_url=args.public_url,
+        log_file=args.log_file,
+    )
+
+
+async def serve(settings: WebSettings, https_port: int = 0) -> None:
+    app = make_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    log.info("web: listening on %s:%d", settings.host, settings.port)
+    ca: CertificateAuthority | None = None
+    context: ssl.SSLContext | None = None
+    if https_port:
+        ca = app[WEB_KEY].ca()
+        await asyncio.to_thread(ca.ensure, settings.extra_hostnames, settings.certificate_ips)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(ca.server_cert_path, ca.server_key_path)
+        await web.TCPSite(runner, settings.host, https_port, ssl_context=context).start()
+    try:
+        while True:
+            await asyncio.sleep(RENEW_CHECK_INTERVAL)
+            if ca is not None and context is not None:
+                renewed = await asyncio.to_thread(
+                    ca.ensure, settings.extra_hostnames, settings.certificate_ips
+                )
+                if renewed:
+                    # New handshakes use the new certificate; open connections keep theirs.
+                    context.load_cert_chain(ca.server_cert_path, ca.server_key_path)
+                    log.info("web: server certificate renewed")
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    from appliance import log as applog
+
+    applog.setup("info")
+    settings = settings_from_args(args)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, args.https_port))
+    return 0
