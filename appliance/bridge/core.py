@@ -1,0 +1,433 @@
+"""The bridge core: routes between the lines (through the store) and Matrix.
+
+`Bridge` owns the appservice listener, the bridge's own tables and three loops: inbox ->
+Matrix (inbound.py), outbox states -> the rooms (delivery.py) and line events -> the
+management rooms. Matrix events arrive through appservice transactions and are handled in
+order before the transaction is answered (appservice.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixRequestError, MForbidden
+from mautrix.types import (
+    BeeperMessageStatusEventContent,
+    Event,
+    EventID,
+    EventType,
+    Membership,
+    MessageStatus,
+    MessageStatusReason,
+    RelatesTo,
+    RelationType,
+    RoomID,
+    UserID,
+)
+
+from appliance.bridge.appservice import BridgeAppService, MemoryASStateStore, RetryLater
+from appliance.bridge.bot import Bot
+from appliance.bridge.config import BridgeConfig, validate
+from appliance.bridge.db import BridgeDB
+from appliance.bridge.delivery import Delivery
+from appliance.bridge.inbound import SEND_TIMEOUT, Inbound, transient
+from appliance.bridge.outbound import Outbound
+from appliance.bridge.portal import Portals
+from appliance.homeserver.registration import Registration
+from appliance.line import Line, LineEvent, Severity
+from appliance.store import Store
+
+log = logging.getLogger(__name__)
+
+_SEVERITY_MARK = {Severity.INFO: "ℹ️", Severity.WARNING: "⚠️", Severity.ERROR: "❗"}
+
+
+class Bridge:
+    def __init__(
+        self,
+        config: BridgeConfig,
+        registration: Registration,
+        store: Store,
+        lines: dict[str, Line],
+        *,
+        database: Path | None = None,
+    ) -> None:
+        validate(config)
+        self.config = config
+        self.registration = registration
+        self.store = store
+        self.lines = lines
+        # The registration decides the ghost namespace the homeserver gives us.
+        self.ghost_prefix = registration.user_prefix
+        self.db = BridgeDB(database or config.database)
+        self.az = BridgeAppService(
+            health=self.health,
+            server=config.homeserver_url,
+            domain=config.server_name,
+            as_token=registration.as_token,
+            hs_token=registration.hs_token,
+            bot_localpart=registration.sender_localpart,
+            id=registration.id,
+            state_store=MemoryASStateStore(),
+            log=logging.getLogger("appliance.bridge.mautrix"),
+        )
+        self.portals = Portals(self)
+        self.inbound = Inbound(self)
+        self.delivery = Delivery(self)
+        self.outbound = Outbound(self)
+        self.bot = Bot(self)
+        self._line_events: asyncio.Queue[LineEvent] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._homeserver_ok = False
+        self._ping_ms: int | None = None
+        self._setup_error: str | None = None
+        self.unreachable: list[str] = []
+        self.az.matrix_event_handler(self._on_event)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.db.start()
+        await self.db.prune_handled(self.now_ms() - 14 * 24 * 3600 * 1000)
+        await self.az.start(host=self.config.listen_host, port=self.config.listen_port)
+        self._started = True
+        self._tasks = [
+            asyncio.create_task(self._setup(), name="bridge-setup"),
+            asyncio.create_task(self.inbound.run(), name="bridge-inbound"),
+            asyncio.create_task(self.delivery.run(), name="bridge-delivery"),
+            asyncio.create_task(self._line_event_loop(), name="bridge-line-events"),
+        ]
+        log.info("bridge listening on %s:%d", self.config.listen_host, self.config.listen_port)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._started:
+            await self.az.stop()
+            await self.db.stop()
+        self._started = False
+
+    async def _setup(self) -> None:
+        """Bot profile and management rooms; retried until the homeserver answers."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.wait_for(self._setup_once(), 60.0)
+                self._setup_error = None
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._homeserver_ok = False
+                self._setup_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "bridge setup will be retried in %.0f s: %s",
+                    delay,
+                    self._setup_error,
+                    exc_info=not transient(exc),
+                )
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+
+    async def _setup_once(self) -> None:
+        bot = self.az.intent
+        await bot.ensure_registered()
+        await bot.set_displayname(self.config.bot_displayname)
+        self._homeserver_ok = True
+        try:
+            self._ping_ms = await self.az.ping_self()
+        except Exception as exc:  # older homeservers lack the ping API
+            log.info("appservice ping not answered: %s", exc)
+        people: list[str] = []
+        for line in self.config.lines:
+            for person in line.everyone:
+                if person not in people:
+                    people.append(person)
+        unreachable = []
+        for person in people:
+            try:
+                await self.bot.ensure_management_room(person)
+            except MatrixRequestError as exc:
+                if transient(exc):
+                    raise
+                # An account that does not exist (a typo in the config) must not keep the
+                # rest of the family from their rooms; health() names it.
+                log.warning("no management room for %s: %s", person, exc)
+                unreachable.append(person)
+        self.unreachable = unreachable
+        self.az.ready = True
+
+    # --- health --------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        loops = {t.get_name(): not t.done() for t in self._tasks}
+        setup_done = bool(self._tasks) and self._tasks[0].done()
+        running = all(v for k, v in loops.items() if k != "bridge-setup")
+        return {
+            # running: the process does its job (listener and loops alive), even while the
+            # homeserver is away; ok: also set up and talking to the homeserver.
+            "running": self._started and running,
+            "ok": self._started and running and setup_done and self._setup_error is None,
+            "listening": self._started,
+            "homeserver_reachable": self._homeserver_ok,
+            "ping_ms": self._ping_ms,
+            "setup_error": self._setup_error,
+            "unreachable_people": list(self.unreachable),
+            "loops": loops,
+            "inbound_delivered": self.inbound.delivered,
+            "inbound_error": self.inbound.last_error,
+            "outbound_enqueued": self.outbound.enqueued,
+            "outbound_refused": self.outbound.refused,
+            "delivery_reported": self.delivery.reported,
+            "delivery_error": self.delivery.last_error,
+            "lines": {lid: str(line.status().state) for lid, line in self.lines.items()},
+        }
+
+    # --- helpers the parts share -----------------------------------------------------------
+
+    def is_ours(self, user_id: str) -> bool:
+        local, _, server = user_id[1:].partition(":")
+        if server != self.config.server_name:
+            return False
+        return local == self.registration.sender_localpart or local.startswith(self.ghost_prefix)
+
+    async def display_name(self, room_id: RoomID, user_id: UserID) -> str:
+        try:
+            member = await self.az.state_store.get_member(room_id, user_id)
+            if member is not None and member.displayname:
+                return str(member.displayname)
+            name = await self.az.intent.get_displayname(user_id)
+            if name:
+                return str(name)
+        except Exception:  # a name is a nicety; the localpart will do
+            log.debug("no display name for %s", user_id, exc_info=True)
+        return user_id[1:].split(":", 1)[0]
+
+    async def notice(
+        self,
+        room_id: RoomID,
+        text: str,
+        *,
+        reply_to: EventID | None = None,
+        mention: str | None = None,
+        txn_id: str | None = None,
+        intent: IntentAPI | None = None,
+    ) -> EventID:
+        content: dict[str, Any] = {
+            "msgtype": "m.notice",
+            "body": text,
+            "m.mentions": {"user_ids": [mention]} if mention else {},
+        }
+        if reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        return await (intent or self.az.intent).send_message_event(
+            room_id,
+            EventType.ROOM_MESSAGE,
+            content,  # type: ignore[arg-type]
+            txn_id=txn_id,
+        )
+
+    async def send_status(
+        self,
+        room_id: RoomID,
+        event_id: EventID,
+        status: MessageStatus,
+        reason: MessageStatusReason | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Beeper's message send status (shown by Beeper clients; Element ignores it, which
+        is why failures also get a notice)."""
+        content = BeeperMessageStatusEventContent(
+            relates_to=RelatesTo(rel_type=RelationType.REFERENCE, event_id=event_id),
+            network="sms",
+            status=status,
+            reason=reason,
+            message=message,
+        )
+        await self.az.intent.send_message_event(
+            room_id,
+            EventType.BEEPER_MESSAGE_STATUS,
+            content,
+            txn_id=f"tb-status-{event_id}-{status.value}",
+        )
+
+    async def tell(self, user: str, text: str, *, txn_id: str | None = None) -> None:
+        """A notice in `user`'s management room; a room they left is replaced by a new one,
+        because a notice nobody can read is silence."""
+        room_id = await self.bot.ensure_management_room(user)
+        try:
+            await self.notice(room_id, text, txn_id=txn_id)
+        except MForbidden:
+            log.info("management room %s of %s is gone; making a new one", room_id, user)
+            await self.db.forget_management_room(room_id)
+            room_id = await self.bot.ensure_management_room(user)
+            await self.notice(room_id, text, txn_id=txn_id)
+
+    async def notify_line(
+        self, line_id: str, text: str, *, owner_only: bool = False, txn_id: str | None = None
+    ) -> None:
+        line = self.config.line(line_id)
+        if line is None:
+            return
+        people = [line.owner] if owner_only and line.owner else line.everyone
+        for person in people:
+            await self.tell(person, text, txn_id=f"{txn_id}-{person}" if txn_id else None)
+
+    # --- line events -----------------------------------------------------------------------
+
+    def on_line_event(self, event: LineEvent) -> None:
+        """LineEventHandler: called by the lines, possibly often; shown once per change."""
+        self._line_events.put_nowait(event)
+
+    async def _line_event_loop(self) -> None:
+        while True:
+            event = await self._line_events.get()
+            delay = 0.5
+            while True:
+                try:
+                    await asyncio.wait_for(self._show_line_event(event), SEND_TIMEOUT * 3)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("line event notice delayed %.0f s: %s", delay, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(30.0, delay * 2)
+
+    async def _show_line_event(self, event: LineEvent) -> None:
+        if await self.db.line_event_key(event.line_id) == event.key:
+            return
+        mark = _SEVERITY_MARK.get(event.severity, "")
+        # Everyone on the line hears of it: they are the ones whose texts are held up.
+        await self.notify_line(event.line_id, f"{mark} Line {event.line_id}: {event.text}")
+        await self.db.set_line_event_key(event.line_id, event.key)
+
+    # --- Matrix events -----------------------------------------------------------------------
+
+    async def _on_event(self, event: Event) -> None:
+        event_id = getattr(event, "event_id", None)
+        try:
+            await self._dispatch(event)
+        except RetryLater:
+            raise
+        except Exception as exc:
+            if transient(exc):
+                # The homeserver is struggling: let it offer the transaction again.
+                raise RetryLater(str(exc)) from exc
+            log.exception("Matrix event %s not handled", event_id)
+
+    async def _dispatch(self, event: Event) -> None:
+        sender = UserID(str(getattr(event, "sender", "")))
+        room_id = RoomID(str(getattr(event, "room_id", "")))
+        event_id = EventID(str(getattr(event, "event_id", "")))
+        if not sender or not room_id or self.is_ours(sender):
+            return
+        if event.type == EventType.ROOM_MEMBER:
+            await self._membership(event)
+            return
+        event_type = event.type.t
+        if event_type not in ("m.room.message", "m.reaction", "m.room.redaction", "m.sticker"):
+            return
+        # Marked handled only when done: a crash half way means it is handled again when
+        # the homeserver redelivers (sending is idempotent by event id; a command reply
+        # may come twice, which beats none).
+        if await self.db.event_handled(event_id):
+            return  # a redelivered transaction
+        await self._route(event, event_type, room_id, sender, event_id)
+        await self.db.mark_event_handled(event_id)
+
+    async def _route(
+        self, event: Event, event_type: str, room_id: RoomID, sender: UserID, event_id: EventID
+    ) -> None:
+        content = event.content.serialize() if hasattr(event, "content") else {}
+        portal = await self.db.portal_by_room(room_id)
+        if portal is not None:
+            line = self.config.line(portal.line_id)
+            if line is None:
+                await self.notice(
+                    room_id,
+                    f"Line {portal.line_id} is no longer set up; "
+                    "texts from this room cannot go out.",
+                    reply_to=event_id,
+                )
+                return
+            await self.outbound.handle(portal, line, event_type, sender, event_id, content)
+            return
+        owner = await self.db.management_user(room_id)
+        if owner is not None and event_type == "m.room.message":
+            if sender != owner:
+                await self.notice(room_id, "This room belongs to someone else.", reply_to=event_id)
+                return
+            await self.bot.handle(room_id, sender, event_id, content)
+
+    async def _membership(self, event: Event) -> None:
+        state_key = str(getattr(event, "state_key", ""))
+        content = event.content
+        membership = getattr(content, "membership", None)
+        room_id = RoomID(str(event.room_id))
+        if state_key == self.az.bot_mxid and membership == Membership.INVITE:
+            # Someone invited the bot: family members get it as their management room if
+            # they have none; anyone else is told this bot serves only its family.
+            sender = str(event.sender)
+            family = any(sender in line.everyone for line in self.config.lines)
+            await self.az.intent.join_room(room_id)
+            if family and await self.db.management_room(sender) is None:
+                await self.db.set_management_room(sender, room_id, ready=False)
+                await self.bot.ensure_management_room(sender)
+            elif not family:
+                await self.notice(room_id, "This Textbridge serves only its family's accounts.")
+                await self.az.intent.leave_room(room_id)
+            else:
+                await self.notice(
+                    room_id,
+                    "You already have a Textbridge room; write help there for the commands.",
+                )
+                await self.az.intent.leave_room(room_id)
+        elif membership == Membership.INVITE and self.is_ours(state_key):
+            await self._ghost_invited(room_id, UserID(state_key), UserID(str(event.sender)))
+
+    async def _ghost_invited(self, room_id: RoomID, ghost_id: UserID, inviter: UserID) -> None:
+        """A family member started a chat with a ghost (e.g. Element's "Start chat" with
+        @sms_4915112345678): that room becomes the portal for the number."""
+        ghost = self.az.intent.user(ghost_id)
+        local = ghost_id[1:].split(":", 1)[0][len(self.ghost_prefix) :]
+        lines = self.bot.lines_of(inviter)
+        portal = None
+        problem = None
+        if not local.isdigit():
+            problem = "This sender cannot receive texts, so a chat with it cannot be started."
+        elif not lines:
+            problem = "Only members of a Textbridge line can text from Matrix."
+        else:
+            portal = await self.db.portal(lines[0].id, f"+{local}")
+            if portal is not None:
+                problem = (
+                    "You already have a chat with this number: "
+                    f"https://matrix.to/#/{portal.room_id}"
+                )
+        await ghost.ensure_registered()
+        await ghost.join_room(room_id)
+        if problem is not None:
+            await self.notice(room_id, problem, intent=ghost)
+            await ghost.leave_room(room_id)
+            return
+        line = lines[0]
+        await self.az.state_store.joined(room_id, ghost_id)
+        await ghost.invite_user(room_id, self.az.bot_mxid)
+        await self.db.add_portal(line.id, f"+{local}", room_id, "dm")
+        await self.portals.ensure(line, f"+{local}")
+
+    @staticmethod
+    def now_ms() -> int:
+        return int(time.time() * 1000)

@@ -1,0 +1,243 @@
+"""Matrix -> SMS: a line member's message in a portal becomes an outbox row.
+
+The outbox is idempotent by request id and the request id is the Matrix event id, so an
+appservice transaction the homeserver sends twice (it does, after a bridge crash) cannot
+send a text twice. Everything that is not sent gets a visible notice, never silence:
+people who are not on the line, media on an SMS line, edits, reactions and redactions,
+a daily cap reached, a premium or short-code number.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from mautrix.types import (
+    EventID,
+    EventType,
+    MessageStatus,
+    MessageStatusReason,
+    RoomID,
+    UserID,
+)
+
+from appliance.bridge.appservice import RetryLater
+from appliance.bridge.db import Portal
+from appliance.bridge.text import plain_text, quote
+from appliance.phonenum import NumberKind, is_premium_or_short, normalize
+from appliance.sms import pdu
+from appliance.store.models import OutboundRequest
+
+if TYPE_CHECKING:
+    from appliance.bridge.config import LineConfig
+    from appliance.bridge.core import Bridge
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+TEXT_TYPES = frozenset({"m.text", "m.notice", "m.emote"})
+
+
+def sms_parts(body: str) -> int:
+    _encoding, parts = pdu.split(body)
+    return max(1, len(parts))
+
+
+class Outbound:
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.enqueued = 0
+        self.refused = 0
+
+    async def refuse(self, room_id: RoomID, event_id: EventID, sender: UserID, text: str) -> None:
+        """A notice in reply to the event it is about, mentioning its sender."""
+        self.refused += 1
+        content: dict[str, Any] = {
+            "msgtype": "m.notice",
+            "body": text,
+            "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
+            "m.mentions": {"user_ids": [sender]},
+        }
+        await self.bridge.az.intent.send_message_event(
+            room_id,
+            EventType.ROOM_MESSAGE,
+            content,  # type: ignore[arg-type]
+            txn_id=f"tb-refuse-{event_id}",
+        )
+        await self.bridge.send_status(
+            room_id, event_id, MessageStatus.FAIL, MessageStatusReason.NO_PERMISSION, text
+        )
+
+    async def handle(
+        self,
+        portal: Portal,
+        line: LineConfig,
+        event_type: str,
+        sender: UserID,
+        event_id: EventID,
+        content: dict[str, Any],
+    ) -> None:
+        room_id = RoomID(portal.room_id)
+        if sender not in line.everyone:
+            await self.refuse(
+                room_id,
+                event_id,
+                sender,
+                f"Not sent: {sender} is not a member of line {line.id}, so texts from this "
+                "account do not go out. The line's owner can add you in the Textbridge setup.",
+            )
+            return
+        relates = content.get("m.relates_to")
+        rel_type = relates.get("rel_type") if isinstance(relates, dict) else None
+        if event_type == "m.reaction":
+            await self._reaction(portal, line, sender, event_id, content)
+            return
+        if event_type == "m.room.redaction":
+            await self.refuse(
+                room_id,
+                event_id,
+                sender,
+                "Deleting does not reach the phone: a text that was sent stays on the "
+                "recipient's phone.",
+            )
+            return
+        if event_type == "m.sticker":
+            await self.refuse(room_id, event_id, sender, self._no_media(line))
+            return
+        msgtype = content.get("msgtype")
+        if rel_type == "m.replace":
+            new = content.get("m.new_content")
+            new_text = plain_text(new) if isinstance(new, dict) else ""
+            if self.bridge.config.edits == "render" and new_text:
+                await self._send(portal, line, sender, event_id, f"* {new_text}")
+            else:
+                await self.refuse(
+                    room_id,
+                    event_id,
+                    sender,
+                    "Edits cannot be sent by SMS: the recipient still has the first version. "
+                    "Send the correction as a new message.",
+                )
+            return
+        if msgtype not in TEXT_TYPES:
+            await self.refuse(room_id, event_id, sender, self._no_media(line))
+            return
+        text = plain_text(content)
+        if not text:
+            await self.refuse(room_id, event_id, sender, "Not sent: the message has no text.")
+            return
+        if msgtype == "m.emote":
+            text = f"* {await self.bridge.display_name(room_id, sender)} {text}"
+        await self._send(portal, line, sender, event_id, text)
+
+    def _no_media(self, line: LineConfig) -> str:
+        transport = self.bridge.lines.get(line.id)
+        if transport is not None and transport.capabilities.media:
+            return (
+                f"Not sent: Textbridge cannot send pictures, files or voice messages through "
+                f"line {line.id} yet. Send the words as a text."
+            )
+        return (
+            f"Not sent: line {line.id} carries text only (SMS), so pictures, files, voice "
+            "messages, stickers and locations cannot go out. Send the words as a text."
+        )
+
+    async def _reaction(
+        self,
+        portal: Portal,
+        line: LineConfig,
+        sender: UserID,
+        event_id: EventID,
+        content: dict[str, Any],
+    ) -> None:
+        room_id = RoomID(portal.room_id)
+        relates = content.get("m.relates_to")
+        key = relates.get("key") if isinstance(relates, dict) else None
+        target = relates.get("event_id") if isinstance(relates, dict) else None
+        if self.bridge.config.reactions == "render" and isinstance(key, str) and target:
+            about = ""
+            try:
+                original = await self.bridge.az.intent.get_event(room_id, EventID(str(target)))
+                about = plain_text(original.content.serialize())
+            except Exception:  # the reaction goes out without the quote
+                log.info("reacted-to event not readable", exc_info=True)
+            text = f"{key} to {quote(about)}" if about else key
+            await self._send(portal, line, sender, event_id, text)
+            return
+        await self.refuse(
+            room_id,
+            event_id,
+            sender,
+            f"Reactions cannot be sent by SMS, so the recipient will not see {key or 'it'}. "
+            "Send a message instead.",
+        )
+
+    async def _send(
+        self, portal: Portal, line: LineConfig, sender: UserID, event_id: EventID, text: str
+    ) -> None:
+        room_id = RoomID(portal.room_id)
+        store = self.bridge.store
+        try:
+            if await store.outbox.by_request(str(event_id)) is not None:
+                return  # a redelivered transaction: already queued
+        except Exception as exc:
+            raise RetryLater("the store is not available") from exc
+        if portal.kind == "dm":
+            number = normalize(portal.conversation, line.home_country)
+            if number.kind is NumberKind.ALPHANUMERIC:
+                await self.refuse(
+                    room_id,
+                    event_id,
+                    sender,
+                    f"Not sent: {portal.conversation} is a sender name, not a number; "
+                    "it cannot receive replies.",
+                )
+                return
+            if self.bridge.config.caps.block_premium and is_premium_or_short(
+                portal.conversation, line.home_country
+            ):
+                await self.refuse(
+                    room_id,
+                    event_id,
+                    sender,
+                    f"Not sent: {portal.conversation} is a premium-rate, shared-cost or short "
+                    "number, and texting it can cost a lot. Textbridge blocks such numbers.",
+                )
+                return
+        cap = self.bridge.config.caps.daily_per_user
+        if cap > 0:
+            since = int(time.time() * 1000) - DAY_MS
+            try:
+                used = await store.outbox.count_requested(str(sender), since)
+            except Exception as exc:
+                raise RetryLater("the store is not available") from exc
+            if used >= cap:
+                await self.refuse(
+                    room_id,
+                    event_id,
+                    sender,
+                    f"Not sent: you have sent {used} texts in the last 24 hours, which is your "
+                    f"limit ({cap}). Ask the owner to raise it, or try again later.",
+                )
+                return
+        body = text
+        if line.shared and line.relay_prefix:
+            body = f"{await self.bridge.display_name(room_id, sender)}: {text}"
+        request = OutboundRequest(
+            request_id=str(event_id),
+            line_id=line.id,
+            conversation=portal.conversation,
+            body=body,
+            requested_by=str(sender),
+            meta={"room_id": str(room_id), "event_id": str(event_id)},
+        )
+        try:
+            _row, created = await store.outbox.enqueue(request, sms_parts(body))
+        except Exception as exc:
+            raise RetryLater("the store did not take the message") from exc
+        if created:
+            self.enqueued += 1
+        transport = self.bridge.lines.get(line.id)
+        if transport is not None:
+            transport.wake()

@@ -1,0 +1,196 @@
+"""Portals (one Matrix room per line and conversation) and ghosts (one Matrix user per
+phone number).
+
+A ghost is @<prefix><E.164 digits>:server, e.g. @sms_4915112345678, so the same person is
+the same ghost whichever way the network spelled the number. Senders that are not numbers
+(short codes, "ACMEBANK") get @<prefix>x.<escaped name>. The ghost's display name is the
+contact's name once known (vCard import), else the readable number.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixRequestError
+from mautrix.types import Membership, RoomCreatePreset, RoomID, UserID
+
+from appliance.bridge.db import Portal
+from appliance.phonenum import NumberKind, format_display, normalize
+
+if TYPE_CHECKING:
+    from appliance.bridge.config import LineConfig
+    from appliance.bridge.core import Bridge
+
+log = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[a-z0-9.\-]")
+
+E2EE_WARNING = (
+    "Texts in this room go out as SMS. SMS is not end-to-end encrypted: the phone network "
+    "can read them, and so can anyone with access to this Textbridge."
+)
+
+
+def escape_localpart(value: str) -> str:
+    out = []
+    for ch in value.lower():
+        if _SAFE.fullmatch(ch):
+            out.append(ch)
+        else:
+            out.append("".join(f"={b:02x}" for b in ch.encode("utf-8")))
+    return "".join(out)
+
+
+class Portals:
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+
+    # --- ghosts ----------------------------------------------------------------------
+
+    def canonical(self, number: str, home_country: str) -> str:
+        return normalize(number, home_country).value
+
+    def ghost_mxid(self, number: str, home_country: str) -> UserID:
+        n = normalize(number, home_country)
+        if n.kind is NumberKind.E164:
+            local = n.value.lstrip("+")
+        else:
+            local = "x." + escape_localpart(n.value)
+        return UserID(f"@{self.bridge.ghost_prefix}{local}:{self.bridge.config.server_name}")
+
+    async def display_name(self, number: str, home_country: str) -> str:
+        n = normalize(number, home_country)
+        name = await self.bridge.db.contact_name(n.value)
+        return name or format_display(n.value, home_country)
+
+    async def ghost(self, number: str, home_country: str) -> IntentAPI:
+        mxid = self.ghost_mxid(number, home_country)
+        intent = self.bridge.az.intent.user(mxid)
+        await intent.ensure_registered()
+        name = await self.display_name(number, home_country)
+        if await self.bridge.db.ghost_displayname(mxid) != name:
+            await intent.set_displayname(name, check_current=False)
+            await self.bridge.db.set_ghost_displayname(mxid, name)
+        return intent
+
+    # --- portals ---------------------------------------------------------------------
+
+    async def ensure(
+        self,
+        line: LineConfig,
+        conversation: str,
+        *,
+        group: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> Portal:
+        """The portal for (line, conversation), created and set up if need be.
+
+        The mapping is saved as soon as the room exists and marked ready only when members
+        and the encryption notice are in it, so a crash in between finishes the same room
+        instead of making a second one."""
+        portal = await self.bridge.db.portal(line.id, conversation)
+        if portal is None:
+            room_id = await self._create(line, conversation, group=group, meta=meta or {})
+            await self.bridge.db.add_portal(
+                line.id, conversation, room_id, "group" if group else "dm"
+            )
+            portal = await self.bridge.db.portal(line.id, conversation)
+            assert portal is not None
+        if not portal.ready:
+            await self._finish(line, portal)
+            portal = Portal(
+                portal.line_id, portal.conversation, portal.room_id, portal.kind, ready=True
+            )
+        return portal
+
+    def _topic(self, line: LineConfig, conversation: str, group: bool) -> str:
+        who = f"group {conversation}" if group else format_display(conversation, line.home_country)
+        return f"SMS with {who} via line {line.id}. SMS is not end-to-end encrypted."
+
+    async def _create(
+        self, line: LineConfig, conversation: str, *, group: bool, meta: dict[str, Any]
+    ) -> RoomID:
+        # Members are invited one by one afterwards (invite_members): a createRoom with a
+        # member that does not exist (a typo in the config) would fail as a whole and hold
+        # up every text behind it.
+        bot = self.bridge.az.intent
+        if group:
+            name = str(meta.get("group_name") or f"Group {conversation}")
+            room_id = await bot.create_room(
+                name=name,
+                topic=self._topic(line, conversation, True),
+                preset=RoomCreatePreset.PRIVATE,
+            )
+        else:
+            # The ghost creates and invites, so clients show a chat with that person, not
+            # with the bridge bot.
+            ghost = await self.ghost(conversation, line.home_country)
+            room_id = await ghost.create_room(
+                name=await self.display_name(conversation, line.home_country),
+                topic=self._topic(line, conversation, False),
+                preset=RoomCreatePreset.PRIVATE,
+                invitees=[bot.mxid],
+            )
+            await self.bridge.az.state_store.joined(room_id, ghost.mxid)
+        log.info("portal %s created for line %s", room_id, line.id)
+        return room_id
+
+    async def _finish(self, line: LineConfig, portal: Portal) -> None:
+        room_id = RoomID(portal.room_id)
+        bot = self.bridge.az.intent
+        await bot.ensure_joined(room_id)
+        if portal.kind == "dm":
+            ghost = await self.ghost(portal.conversation, line.home_country)
+            await ghost.ensure_joined(room_id)
+        await self.invite_members(line, portal)
+        await bot.send_notice(room_id, E2EE_WARNING)
+        await self.bridge.db.portal_ready(portal.room_id)
+
+    async def invite_members(self, line: LineConfig, portal: Portal) -> list[str]:
+        """Invite the line's people not yet in the room; returns who could not be invited."""
+        room_id = RoomID(portal.room_id)
+        bot = self.bridge.az.intent
+        inviter = bot
+        extra: dict[str, Any] | None = None
+        if portal.kind == "dm":
+            inviter = self.bridge.az.intent.user(
+                self.ghost_mxid(portal.conversation, line.home_country)
+            )
+            extra = {"is_direct": True}
+        members = await bot.get_members(room_id)
+        present = {
+            m.state_key
+            for m in members
+            if getattr(m.content, "membership", None) in (Membership.JOIN, Membership.INVITE)
+        }
+        failed = []
+        for member in line.everyone:
+            if member in present:
+                continue
+            try:
+                await inviter.invite_user(room_id, UserID(member), extra_content=extra)
+            except MatrixRequestError as exc:
+                if exc.http_status >= 500 or exc.http_status == 429:
+                    raise
+                # No such account, or banned: a person must fix the config; the room and
+                # the rest of the family carry on.
+                log.warning("could not invite %s to %s: %s", member, room_id, exc)
+                failed.append(member)
+        return failed
+
+    async def rename_for(self, number: str) -> None:
+        """After a contact import: the ghost's name and its 1:1 rooms' names follow."""
+        for line in self.bridge.config.lines:
+            canonical = self.canonical(number, line.home_country)
+            portal = await self.bridge.db.portal(line.id, canonical)
+            mxid = self.ghost_mxid(canonical, line.home_country)
+            if portal is None and await self.bridge.db.ghost_displayname(mxid) is None:
+                continue  # no ghost yet: it gets the name when it first appears
+            await self.ghost(canonical, line.home_country)
+            if portal is not None and portal.kind == "dm":
+                name = await self.display_name(canonical, line.home_country)
+                ghost = self.bridge.az.intent.user(self.ghost_mxid(canonical, line.home_country))
+                await ghost.set_room_name(RoomID(portal.room_id), name)
