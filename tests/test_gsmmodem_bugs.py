@@ -143,14 +143,22 @@ async def test_urc_inside_a_response_is_lost_by_library_found_by_ours(
     sim = modem_sim_factory(pin=None)
     received: list[Any] = []
     with library(sim, smsReceivedCallbackFunc=received.append) as lib:
-        [index] = sim.network.deliver(SENDER, "hidden")
-        time.sleep(0.5)  # the standalone +CMTI this produced is handled (or not) by now
+        # Control: a +CMTI on its own, between responses, does reach the library's callback.
+        sim.network.deliver(SENDER, "seen")
+        wait_until(lambda: bool(received))
+        assert [sms.text for sms in received] == ["seen"]
         received.clear()
-        sim.faults.urc_in_next_response(f'+CMTI: "SM",{index}')
+
+        sim.network.notify = False  # stored without its own +CMTI...
+        [index] = sim.network.deliver(SENDER, "hidden")
+        sim.network.notify = True
+        urc = f'+CMTI: "SM",{index}'
+        sim.faults.urc_in_next_response(urc)  # ...which comes inside a response instead
         response = lib.write("AT+CSQ")
-        assert f'+CMTI: "SM",{index}' in response
+        assert urc in response  # taken for part of the answer to AT+CSQ
         time.sleep(1.0)
         assert received == []
+    assert index in sim.storage
 
     driver = Driver(sim)
     async with driver as modem:
@@ -265,6 +273,13 @@ async def test_library_lets_a_command_into_the_pdu_ours_does_not(
     assert [s.text for s in sim.network.sent][-1] == "interleaved"
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def lock_is_free_for_another_thread(lock: Any) -> bool:
     result: list[bool] = []
 
@@ -311,14 +326,23 @@ async def test_library_tracks_only_the_last_part_of_a_long_message(
 ) -> None:
     sim = modem_sim_factory(pin=None)
     text = "A long message in plain GSM characters. " * 8
-    with library(sim) as lib:
+    reports: list[Any] = []
+    with library(sim, smsStatusReportCallback=reports.append) as lib:
         sent = lib.sendSms(DEST, text)
         references = [s.reference for s in sim.network.sent]
         assert len(references) >= 3
         assert list(lib.sentSms.keys()) == [references[-1]]
         assert sent.reference == references[-1]
-        # A report for the first part finds nothing to update.
-        assert references[0] not in lib.sentSms
+        # A report for the first part reaches the library but has nothing to update...
+        sim.network.report(references[0], 0x00)
+        wait_until(lambda: len(reports) == 1)
+        assert reports[0].reference == references[0]
+        assert sent.report is None
+        # ...and "the phone is busy, still trying" for the last part marks the whole
+        # message failed.
+        sim.network.report(references[-1], 0x21)
+        wait_until(lambda: sent.report is not None)
+        assert sent.status == SentSms.FAILED
     # Ours hands back every part's reference for the store to match.
     sim.network.sent.clear()
     async with Driver(sim) as modem:

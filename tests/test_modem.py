@@ -16,7 +16,9 @@ from appliance.sms.errors import (
     CmeError,
     CmsError,
     ModemError,
+    ModemTimeout,
     ModemUnavailable,
+    PromptTimeout,
     SimLocked,
     classify_cms,
     cme_reason,
@@ -215,6 +217,16 @@ async def test_enter_pin_rejects_non_digits(modem_sim_factory: Callable[..., Any
     assert cmd_count(sim, "AT+CFUN=0") == 0
 
 
+async def test_port_in_use_by_another_program_is_refused(opened: Any) -> None:
+    modem, sim, _events = opened
+    second = Modem(config_for(sim.port), on_event=Events())
+    with pytest.raises(ModemUnavailable, match="another program"):
+        await second.open()
+    await second.close()
+    # The first one never noticed.
+    assert await modem.signal_percent() is not None
+
+
 async def test_missing_port_is_unavailable(tmp_path: Path) -> None:
     modem = Modem(config_for(str(tmp_path / "no-such-tty")), on_event=Events())
     with pytest.raises(ModemUnavailable, match="plugged in"):
@@ -306,9 +318,11 @@ def test_listing_parser_is_tolerant() -> None:
         '+CMGL: 5,1,"",24',
         pdu_a.lower(),
         "\ufffd\ufffd",
+        "+CMGL: 7,0,,1",
+        "ABC",  # truncated: still listed, so the SMS line can quarantine and delete it
     ]
     found = parse_listing(lines, "+CMGL:")
-    assert found == [StoredPdu(1, 0, pdu_a), StoredPdu(5, 1, pdu_a)]
+    assert found == [StoredPdu(1, 0, pdu_a), StoredPdu(5, 1, pdu_a), StoredPdu(7, 0, "ABC")]
     assert parse_listing(["+CMGR: 1,,24", pdu_a], "+CMGR:", index=7) == [StoredPdu(7, 1, pdu_a)]
     assert parse_listing([], "+CMGR:", index=7) == []
 
@@ -417,7 +431,7 @@ async def quick(modem_sim_factory: Callable[..., Any]) -> Any:
     """An opened driver with a short command timeout, for fault tests."""
     sim = modem_sim_factory(pin="1234")
     events = Events()
-    modem = Modem(config_for(sim.port, command_timeout=1.0), on_event=events, pin="1234")
+    modem = Modem(config_for(sim.port, command_timeout=1.5), on_event=events, pin="1234")
     await modem.open()
     yield modem, sim, events
     await modem.close()
@@ -584,3 +598,38 @@ async def test_probe_notices_a_modem_that_restarted_on_its_own(quick: Any) -> No
     assert 'AT+CPIN="1234"' in after and "AT+CNMI=2,1,0,2,0" in after
     indexes = sim.network.deliver(SENDER, "still here")
     assert (await events.wait_for(MessageStored)).index == indexes[0]
+
+
+async def test_send_without_a_prompt_is_a_timeout_not_a_refusal(quick: Any) -> None:
+    modem, sim, _events = quick
+    [part] = pdus.encode_submit(DEST, "never typed", concat_ref=1)
+    sim.faults.hang(2.0)
+    with pytest.raises(PromptTimeout) as caught:
+        await modem.send_pdu(part)
+    assert isinstance(caught.value, ModemTimeout) and not isinstance(caught.value, CmsError)
+    assert "not sent" in str(caught.value)
+    await asyncio.sleep(0.6)
+    assert await modem.recover() == "probe"
+    assert sim.network.sent == []
+    assert await modem.send_pdu(part) >= 0
+    assert [s.text for s in sim.network.sent] == ["never typed"]
+
+
+async def test_lost_answer_after_the_pdu_is_ambiguous(
+    modem_sim_factory: Callable[..., Any],
+) -> None:
+    sim = modem_sim_factory(pin=None)
+    modem = Modem(config_for(sim.port, command_timeout=5.0), on_event=Events(), send_timeout=0.5)
+    try:
+        await modem.open()
+        [part] = pdus.encode_submit(DEST, "did it go?", concat_ref=1)
+        sim.faults.slow(1.0)
+        with pytest.raises(ModemTimeout) as caught:
+            await modem.send_pdu(part)
+        assert not isinstance(caught.value, PromptTimeout)
+        sim.faults.slow(0)
+        # It did go: which is why the SMS line must not treat this like a CmsError.
+        assert [s.text for s in sim.network.sent] == ["did it go?"]
+        assert await modem.recover() == "probe"
+    finally:
+        await modem.close()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import serial
@@ -147,6 +151,21 @@ def test_echo_result_codes_and_cmee(modem_sim: ModemSimulator) -> None:
     assert modem_sim.commands[:2] == ["AT", "AT+CMEE=0"]
 
 
+def test_settings_are_remembered(modem_sim: ModemSimulator, connect: Callable[..., Client]) -> None:
+    c = connect(modem_sim)
+    assert c.cmd("AT+CMGS=?") == ["OK"], "a test command must not open a prompt"
+    assert c.cmd("AT+CLIP=1;+CLIP?;+CRC?") == ["+CLIP: 1,1", "+CRC: 0", "OK"]
+    assert c.cmd("AT+CSMP=49,167,0,0;+CSMP?") == ["+CSMP: 49,167,0,0", "OK"]
+    assert c.cmd('AT+CSCS="UCS2";+CSCS?') == ['+CSCS: "UCS2"', "OK"]
+    assert c.cmd('AT+CSCS="KOI8"') == ["+CME ERROR: 50"]
+    assert c.cmd("AT+CGSMS=1;+CGSMS?") == ["+CGSMS: 1", "OK"]
+    assert c.cmd("AT+CSDH=1;+CSDH?") == ["+CSDH: 1", "OK"]
+    assert c.cmd("AT+CMEE=7") == ["+CME ERROR: 50"]
+    # AT&F puts factory values back.
+    assert c.cmd("AT&F") == ["OK"]
+    assert c.cmd("AT+CLIP?") == ["AT+CLIP?", "+CLIP: 0,1", "OK"]
+
+
 def test_pin_puk_and_attempts(
     modem_sim_factory: Callable[..., ModemSimulator], connect: Callable[..., Client]
 ) -> None:
@@ -219,6 +238,22 @@ def test_registration_signal_and_operator(
     modem_sim.network.registered = True
     assert c.lines(c.raw(0.3)) == ["+CREG: 1", '+CEREG: 1,"1A2B","01C2D3E4",7']
     assert c.send_pdu(part) == ["+CMGS: 0", "OK"]
+
+    # USSD: the answer arrives from the network after the OK.
+    assert c.cmd('AT+CUSD=1,"*100#",15') == ["OK"]
+    assert c.lines(c.raw(0.3)) == ['+CUSD: 0,"Guthaben: 5,00 EUR",15']
+    assert c.cmd('AT+CSCS="UCS2";+CUSD=1,"002A0031003000300023",15') == ["OK"]
+    [ucs2] = c.lines(c.raw(0.3))
+    assert bytes.fromhex(ucs2.split('"')[1]).decode("utf-16-be") == "Guthaben: 5,00 EUR"
+    assert c.cmd('AT+CSCS="GSM";+CUSD=1,"*999#",15') == ["OK"]
+    assert c.lines(c.raw(0.3)) == ["+CUSD: 4"]
+
+    # Roaming is registered (stat 5): texts still go out.
+    modem_sim.network.roaming = True
+    assert c.lines(c.raw(0.3)) == ["+CREG: 5", '+CEREG: 5,"1A2B","01C2D3E4",7']
+    assert c.send_pdu(part) == ["+CMGS: 1", "OK"]
+    modem_sim.network.roaming = False
+    c.raw(0.3)
 
     # Radio off (CFUN=4) deregisters too.
     assert c.cmd("AT+CFUN=4;+CREG?") == ["+CREG: 1,0", "OK"]
@@ -332,15 +367,27 @@ def test_send_prompt_reference_length_and_escape(
     assert c.cmd("AT") == ["OK"]
     assert len(modem_sim.network.sent) == 2
 
+    # The network takes its time to accept a part; +CMGS comes only then.
+    modem_sim.network.submit_delay = 0.4
+    started = time.monotonic()
+    assert c.send_pdu(two) == ["+CMGS: 2", "OK"]
+    assert time.monotonic() - started >= 0.4
+    modem_sim.network.submit_delay = 0.0
+
     long_text = "Lorem ipsum dolor sit amet, " * 12
     parts = submit(long_text, status=True)
     assert len(parts) == 3
     refs = [int(c.send_pdu(p)[0].split(": ")[1]) for p in parts]
-    assert refs == [2, 3, 4]
-    assert modem_sim.network.sent_messages() == [(DEST, "one"), (DEST, "two"), (DEST, long_text)]
-    assert all(s.request_status for s in modem_sim.network.sent[2:])
+    assert refs == [3, 4, 5]
+    assert modem_sim.network.sent_messages() == [
+        (DEST, "one"),
+        (DEST, "two"),
+        (DEST, "two"),
+        (DEST, long_text),
+    ]
+    assert all(s.request_status for s in modem_sim.network.sent[3:])
     # TP-MR wraps at 255 like the modem's counter.
-    for _ in range(250):
+    for _ in range(249):
         assert c.send_pdu(one)[-1] == "OK"
     assert c.send_pdu(one) == ["+CMGS: 255", "OK"]
     assert c.send_pdu(one) == ["+CMGS: 0", "OK"]
@@ -419,6 +466,16 @@ def test_status_reports_cds_and_cdsi(
     assert urc.startswith('+CDSI: "SM",')
     got = pdu.decode(modem_sim.storage[int(urc.split(",")[1])][1])
     assert isinstance(got, pdu.StatusReport) and got.reference == 1
+    # No report for a part that did not ask for one (TP-SRR clear).
+    [quiet] = submit("no report wanted")
+    assert c.send_pdu(quiet) == ["+CMGS: 2", "OK"]
+    assert c.raw(0.5) == b""
+    # ds=0: reports are not routed to the client at all.
+    assert c.cmd("AT+CNMI=2,1,0,0,0") == ["OK"]
+    stored = dict(modem_sim.storage)
+    modem_sim.network.report(1, 0x00)
+    assert c.raw(0.3) == b""
+    assert modem_sim.storage == stored
     with pytest.raises(KeyError):
         modem_sim.network.report(77)
 
@@ -552,6 +609,17 @@ def test_malformed_pdu_is_listed_as_received(
         modem_sim.network.deliver_pdu("not hex")
 
 
+def _post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -595,6 +663,12 @@ def test_cli_control_server_and_network_client(tmp_path: Path) -> None:
             assert network("sent") == f"{DEST}\thello from the appliance\n"
             assert "reference 0" in network("report", "--reference", "0", "--status", "0")
             assert '"sent": 1' in network("status")
+            base = f"http://{control}"
+            assert _post(base + "/fault", {"fault": "registered", "value": False}) == (200, {})
+            assert c.cmd("AT+CSQ") == ["+CSQ: 99,99", "OK"]
+            assert _post(base + "/fault", {"fault": "registered"}) == (200, {})
+            assert _post(base + "/fault", {"fault": "explode"})[0] == 400
+            assert _post(base + "/deliver", {"text": "no sender"})[0] == 400
         finally:
             c.close()
     finally:

@@ -130,7 +130,7 @@ class _Prompt:
     data: bytearray = field(default_factory=bytearray)
 
 
-_Handler = Callable[[str, list[str]], list[str]]
+_Handler = Callable[[str], list[str]]
 
 
 def _split_args(text: str) -> list[str]:
@@ -301,11 +301,19 @@ class Network:
     def __init__(self, sim: ModemSimulator) -> None:
         self._sim = sim
         self.sent: list[SentSms] = []
+        # A TP-ST to report, report_delay seconds later, every sent part that asks for a
+        # status report; None: reports only come from report().
         self.auto_report: int | None = None
         self.report_delay = 0.5
+        # Seconds the network takes to accept a submitted part (the wait between Ctrl-Z and
+        # +CMGS, 1-5 s on a real network); the modem answers nothing meanwhile.
+        self.submit_delay = 0.0
         # False delivers silently (no +CMTI), as when a notification is lost on the line.
         self.notify = True
+        # USSD codes the network answers (AT+CUSD), e.g. the prepaid balance.
+        self.ussd: dict[str, str] = {"*100#": "Guthaben: 5,00 EUR"}
         self._registered = True
+        self._roaming = False
         self._pending: deque[tuple[str, str]] = deque()
         self._concat_ref = 0
 
@@ -321,6 +329,18 @@ class Network:
         self._sim._poke()
         if value:
             self._sim._in_thread(self._sim._flush_pending)
+
+    @property
+    def roaming(self) -> bool:
+        """Registered on a visited network (+CREG stat 5); texts still work."""
+        return self._roaming
+
+    @roaming.setter
+    def roaming(self, value: bool) -> None:
+        with self._sim._lock:
+            self._roaming = value
+            self._sim._registration_changed()
+        self._sim._poke()
 
     @property
     def pending(self) -> int:
@@ -363,23 +383,27 @@ class Network:
         return -1 if index is None else index
 
     def sent_messages(self) -> list[tuple[str, str]]:
-        """(destination, whole text) per message, multipart messages reassembled."""
-        out: list[tuple[str, str]] = []
+        """(destination, whole text) per message in the order sent, multipart messages
+        reassembled by (destination, concatenation reference)."""
+        order: list[tuple[str, int, int] | int] = []
         groups: dict[tuple[str, int, int], dict[int, str]] = {}
-        for part in list(self.sent):
+        parts = list(self.sent)
+        for i, part in enumerate(parts):
             if part.concat is None or part.concat.total <= 1:
-                out.append((part.dest, part.text))
+                order.append(i)
                 continue
             key = (part.dest, part.concat.ref, part.concat.total)
             if key not in groups:
                 groups[key] = {}
-                out.append((part.dest, ""))
-                groups[key][0] = str(len(out) - 1)
+                order.append(key)
             groups[key][part.concat.seq] = part.text
-        for (_dest, _ref, total), parts in groups.items():
-            pos = int(parts[0])
-            text = "".join(parts.get(seq, "") for seq in range(1, total + 1))
-            out[pos] = (out[pos][0], text)
+        out: list[tuple[str, str]] = []
+        for item in order:
+            if isinstance(item, int):
+                out.append((parts[item].dest, parts[item].text))
+            else:
+                texts = groups[item]
+                out.append((item[0], "".join(texts.get(n, "") for n in range(1, item[2] + 1))))
         return out
 
     def report(self, reference: int, status: int = 0x00) -> None:
@@ -455,6 +479,8 @@ class ModemSimulator:
         self._plugged = False
         self._line = bytearray()
         self._prompt: _Prompt | None = None
+        # Set by AT+CFUN=1,1: the reboot starts once its OK is out.
+        self._resetting = False
         self._urcs: deque[str] = deque()
         self._urc_in_response: deque[str] = deque()
         self._cms_faults: dict[str, deque[int]] = {}
@@ -495,9 +521,9 @@ class ModemSimulator:
             "+QPINC": self._at_qpinc,
             "+CLCK": self._at_clck,
             "+CFUN": self._at_cfun,
-            "+CREG": lambda rest, _: self._registration("+CREG", rest),
-            "+CEREG": lambda rest, _: self._registration("+CEREG", rest),
-            "+CGREG": lambda rest, _: self._registration("+CGREG", rest),
+            "+CREG": lambda rest: self._registration("+CREG", rest),
+            "+CEREG": lambda rest: self._registration("+CEREG", rest),
+            "+CGREG": lambda rest: self._registration("+CGREG", rest),
             "+CSQ": self._at_csq,
             "+COPS": self._at_cops,
             "+CNUM": self._at_cnum,
@@ -515,9 +541,10 @@ class ModemSimulator:
             "+CMGS": self._at_cmgs,
             "+CGSMS": self._at_cgsms,
             "+CSCS": self._at_cscs,
-            "+CLIP": self._at_flag,
-            "+CRC": self._at_flag,
-            "+CVHU": self._at_flag,
+            "+CLIP": lambda rest: self._flag("+CLIP", "clip", rest),
+            "+CRC": lambda rest: self._flag("+CRC", "crc", rest),
+            "+CVHU": lambda rest: self._flag("+CVHU", "cvhu", rest),
+            "+CUSD": self._at_cusd,
             "+IFC": self._at_ok,
             "+IPR": self._at_ok,
         }
@@ -726,6 +753,9 @@ class ModemSimulator:
             elif master is not None:
                 self._connected = True
             with self._lock:
+                if self.network._pending:
+                    # An SMSC keeps retrying; this catches every way space or service returns.
+                    self._flush_pending()
                 if not self._silent() and self._prompt is None:
                     self._flush_urcs()
 
@@ -827,14 +857,14 @@ class ModemSimulator:
                 if fault and name != "+CMGS":
                     code = fault.popleft()
                     raise _CmsError(code)
-                if name == "+CMGS":
-                    if i != len(cmds) - 1:
-                        raise _Error("AT+CMGS must end the line")
-                    blocks.append(handler(rest, []))
+                if name == "+CMGS" and i != len(cmds) - 1:
+                    raise _Error("AT+CMGS must end the line")
+                blocks.append(handler(rest))
+                if self._prompt is not None:
+                    # The rest of the exchange is the PDU, ended by Ctrl-Z or ESC.
                     self._respond(blocks, None)
                     self._write(b"\r\n> ")
                     return
-                blocks.append(handler(rest, []))
         except _CmeError as exc:
             self._respond(blocks, self._cme(exc.code))
             return
@@ -850,8 +880,6 @@ class ModemSimulator:
             self._begin_reset()
 
     # -- helpers for handlers -------------------------------------------------------------
-
-    _resetting = False
 
     @staticmethod
     def _op(rest: str) -> tuple[str, list[str]]:
@@ -885,10 +913,12 @@ class ModemSimulator:
     def _reg_stat(self) -> int:
         if self._fun != 1 or self._sim_state != _SIM_READY:
             return 0
-        return 1 if self.network.registered else 2
+        if not self.network.registered:
+            return 2
+        return 5 if self.network.roaming else 1
 
     def _can_receive(self) -> bool:
-        return self._plugged and self._reg_stat() == 1 and not self._silent_reset()
+        return self._plugged and self._reg_stat() in (1, 5) and not self._silent_reset()
 
     def _silent_reset(self) -> bool:
         return time.monotonic() < self._silent_until
@@ -902,9 +932,10 @@ class ModemSimulator:
             if n == 1:
                 self._urc(f"{name}: {stat}")
             elif n == 2:
-                self._urc(f"{name}: {stat}" + (self._location(name) if stat in (1, 5) else ""))
+                self._urc(f"{name}: {stat}" + (self._location() if stat in (1, 5) else ""))
 
-    def _location(self, name: str) -> str:
+    @staticmethod
+    def _location() -> str:
         # +CREG reports a 2G/3G LAC, +CEREG an LTE TAC; both four hex digits here.
         return f',"{_LAC}","{_CELL}",7'
 
@@ -934,9 +965,9 @@ class ModemSimulator:
                 self._urc(f"+CDS: {_pdu_length(raw)}\r\n{pdu_hex}")
                 return None
             if ds == 0:
-                # 27.005: with ds=0 reports are not routed to the TE; this modem keeps them
-                # in storage like most sticks do, silently.
-                pass
+                # 27.005: with ds=0 reports are not routed to the TE; sticks keep them in a
+                # separate "SR" store at most, which SMS software never reads.
+                return None
         elif mt in (2, 3) and self._connected and self.network.notify:
             self._urc(f"+CMT: ,{_pdu_length(raw)}\r\n{pdu_hex}")
             return None
@@ -1028,9 +1059,11 @@ class ModemSimulator:
         if length != prompt.length:
             self._respond([], f"+CMS ERROR: {CMS_INVALID_PDU}")
             return
-        if self._reg_stat() != 1:
+        if self._reg_stat() not in (1, 5):
             self._respond([], f"+CMS ERROR: {CMS_NO_NETWORK}")
             return
+        if self.network.submit_delay > 0:
+            time.sleep(self.network.submit_delay)
         mr = self._next_mr
         self._next_mr = (mr + 1) % 256
         self.network.sent.append(
@@ -1047,17 +1080,18 @@ class ModemSimulator:
         )
         self._respond([[f"+CMGS: {mr}"]], "OK")
         status = self.network.auto_report
-        if status is not None:
+        # The network reports only on parts that asked for it (TP-SRR).
+        if status is not None and submit.request_status:
             self._after(self.network.report_delay, lambda: self.network.report(mr, status))
 
     # -- handlers -------------------------------------------------------------------------
     # Each takes the text after the command name and returns its information lines; errors
     # are raised as _Error/_CmeError/_CmsError.
 
-    def _at_ok(self, rest: str, _: list[str]) -> list[str]:
+    def _at_ok(self, rest: str) -> list[str]:
         return []
 
-    def _at_ok_sms(self, rest: str, _: list[str]) -> list[str]:
+    def _at_ok_sms(self, rest: str) -> list[str]:
         self._need_sim_sms()
         return []
 
@@ -1068,51 +1102,51 @@ class ModemSimulator:
             return True
         raise _Error(rest)
 
-    def _at_e(self, rest: str, _: list[str]) -> list[str]:
+    def _at_e(self, rest: str) -> list[str]:
         self._settings.echo = self._bool_arg(rest)
         return []
 
-    def _at_v(self, rest: str, _: list[str]) -> list[str]:
+    def _at_v(self, rest: str) -> list[str]:
         # Numeric result codes (ATV0) are not simulated; nothing we test against uses them.
         if rest != "1":
             raise _Error(rest)
         return []
 
-    def _at_q(self, rest: str, _: list[str]) -> list[str]:
+    def _at_q(self, rest: str) -> list[str]:
         if rest not in ("", "0"):
             raise _Error(rest)
         return []
 
-    def _at_z(self, rest: str, _: list[str]) -> list[str]:
+    def _at_z(self, rest: str) -> list[str]:
         mems = self._settings.mems
         self._settings = _Settings(mems=mems)
         return []
 
-    def _at_i(self, rest: str, _: list[str]) -> list[str]:
+    def _at_i(self, rest: str) -> list[str]:
         return [self.manufacturer, self.model, f"Revision: {_REVISION}"]
 
-    def _at_s(self, rest: str, _: list[str]) -> list[str]:
+    def _at_s(self, rest: str) -> list[str]:
         if rest.endswith("?"):
             return [{"3": "013", "4": "010", "5": "008"}.get(rest[:-1], "000")]
         return []
 
-    def _at_cgmi(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cgmi(self, rest: str) -> list[str]:
         return [] if rest == "=?" else [self.manufacturer]
 
-    def _at_cgmm(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cgmm(self, rest: str) -> list[str]:
         return [] if rest == "=?" else [self.model]
 
-    def _at_cgmr(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cgmr(self, rest: str) -> list[str]:
         return [] if rest == "=?" else [f"Revision: {_REVISION}"]
 
-    def _at_cgsn(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cgsn(self, rest: str) -> list[str]:
         return [] if rest == "=?" else [self.imei]
 
-    def _at_cimi(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cimi(self, rest: str) -> list[str]:
         self._need_sim()
         return [] if rest == "=?" else [_IMSI]
 
-    def _at_cmee(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cmee(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "query":
             return [f"+CMEE: {self._settings.cmee}"]
@@ -1126,7 +1160,7 @@ class ModemSimulator:
             return []
         raise _Error(rest)
 
-    def _at_cpin(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cpin(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "query":
             if self._sim_state == _SIM_BLOCKED:
@@ -1175,7 +1209,7 @@ class ModemSimulator:
         self._registration_changed()
         self._after(0.0, self._flush_pending)
 
-    def _at_cpinr(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cpinr(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "test":
             return []
@@ -1189,7 +1223,7 @@ class ModemSimulator:
             raise _CmeError(50)
         return lines
 
-    def _at_qpinc(self, rest: str, _: list[str]) -> list[str]:
+    def _at_qpinc(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         sc = f'+QPINC: "SC",{self._pin_attempts},{self._puk_attempts}'
         p2 = '+QPINC: "P2",3,10'
@@ -1203,7 +1237,7 @@ class ModemSimulator:
             return [p2]
         raise _CmeError(50)
 
-    def _at_clck(self, rest: str, _: list[str]) -> list[str]:
+    def _at_clck(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "test":
             return ['+CLCK: ("SC","AO","OI","OX","AI","IR","AB","AG","AC","FD","PN")']
@@ -1230,7 +1264,7 @@ class ModemSimulator:
         self.pin_enabled = mode == 1
         return []
 
-    def _at_cfun(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cfun(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "query":
             return [] if self.cfun_query_bare_ok else [f"+CFUN: {self._fun}"]
@@ -1271,22 +1305,22 @@ class ModemSimulator:
         n = getattr(self._settings, attr)
         stat = self._reg_stat()
         self._reg_seen[name] = stat
-        loc = self._location(name) if n == 2 and stat in (1, 5) else ""
+        loc = self._location() if n == 2 and stat in (1, 5) else ""
         return [f"{name}: {n},{stat}{loc}"]
 
-    def _at_csq(self, rest: str, _: list[str]) -> list[str]:
+    def _at_csq(self, rest: str) -> list[str]:
         op, _args = self._op(rest)
         if op == "test":
             return ["+CSQ: (0-31,99),(0-7,99)"]
         if op != "exec":
             raise _Error(rest)
-        return ["+CSQ: 20,99" if self._reg_stat() == 1 else "+CSQ: 99,99"]
+        return ["+CSQ: 20,99" if self._reg_stat() in (1, 5) else "+CSQ: 99,99"]
 
-    def _at_cops(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cops(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         names = (self.operator, "TB Mobile", _MCC_MNC)
         if op == "query":
-            if self._reg_stat() != 1:
+            if self._reg_stat() not in (1, 5):
                 return ["+COPS: 0"]
             fmt = self._settings.cops_format
             return [f'+COPS: 0,{fmt},"{names[fmt]}",7']
@@ -1308,14 +1342,14 @@ class ModemSimulator:
             raise _CmeError(3)
         raise _CmeError(50)
 
-    def _at_cnum(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cnum(self, rest: str) -> list[str]:
         if rest == "=?":
             return []
         self._need_sim()
         kind = 145 if self.own_number.startswith("+") else 129
         return [f'+CNUM: "","{self.own_number}",{kind}']
 
-    def _at_csca(self, rest: str, _: list[str]) -> list[str]:
+    def _at_csca(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "test":
             return []
@@ -1328,7 +1362,7 @@ class ModemSimulator:
         self._csca_type = _int_arg(args, 1, 145 if args[0].startswith("+") else 129)
         return []
 
-    def _at_cmgf(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cmgf(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "query":
             return ["+CMGF: 0"]
@@ -1339,7 +1373,7 @@ class ModemSimulator:
             return []
         raise _Error(rest)
 
-    def _at_csms(self, rest: str, _: list[str]) -> list[str]:
+    def _at_csms(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "query":
             return ["+CSMS: 0,1,1,1"]
@@ -1355,7 +1389,7 @@ class ModemSimulator:
             used = self.storage_size
         return f"{used},{self.storage_size}"
 
-    def _at_cpms(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cpms(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "test":
             return ['+CPMS: ("SM","ME"),("SM","ME"),("SM","ME")']
@@ -1373,7 +1407,7 @@ class ModemSimulator:
         self._after(0.0, self._flush_pending)
         return ["+CPMS: " + ",".join(self._cpms_counts(m) for m in mems)]
 
-    def _at_cnmi(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cnmi(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "query":
             return ["+CNMI: " + ",".join(str(v) for v in self._settings.cnmi)]
@@ -1389,7 +1423,7 @@ class ModemSimulator:
         self._settings.cnmi = (values[0], values[1], values[2], values[3], values[4])
         return []
 
-    def _at_csmp(self, rest: str, _: list[str]) -> list[str]:
+    def _at_csmp(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "query":
             return ["+CSMP: " + ",".join(str(v) for v in self._settings.csmp)]
@@ -1402,7 +1436,7 @@ class ModemSimulator:
         self._settings.csmp = (vals[0], vals[1], vals[2], vals[3])
         return []
 
-    def _at_csdh(self, rest: str, _: list[str]) -> list[str]:
+    def _at_csdh(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "query":
             return [f"+CSDH: {self._settings.csdh}"]
@@ -1411,7 +1445,7 @@ class ModemSimulator:
         self._settings.csdh = _int_arg(args, 0, 0)
         return []
 
-    def _at_cgsms(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cgsms(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "query":
             return [f"+CGSMS: {self._settings.cgsms}"]
@@ -1423,7 +1457,7 @@ class ModemSimulator:
         self._settings.cgsms = value
         return []
 
-    def _at_cscs(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cscs(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "query":
             return [f'+CSCS: "{self._settings.cscs}"']
@@ -1434,13 +1468,50 @@ class ModemSimulator:
         self._settings.cscs = args[0].upper()
         return []
 
-    def _at_flag(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cusd(self, rest: str) -> list[str]:
+        op, args = self._op(rest)
+        if op == "query":
+            return ["+CUSD: 0"]
+        if op == "test":
+            return ["+CUSD: (0-2)"]
+        if op != "set":
+            raise _Error(rest)
+        n = _int_arg(args, 0, 0)
+        if n not in (0, 1, 2):
+            raise _CmeError(50)
+        if len(args) < 2:
+            return []
+        self._need_sim()
+        if self._reg_stat() not in (1, 5):
+            raise _CmeError(30)
+        code = args[1]
+        ucs2 = self._settings.cscs == "UCS2"
+        if ucs2:
+            try:
+                code = bytes.fromhex(code).decode("utf-16-be")
+            except ValueError:
+                raise _CmeError(50) from None
+        answer = self.network.ussd.get(code)
+        # The answer comes later, from the network, as a URC; 4: not supported by the network.
+        if answer is None:
+            self._urc("+CUSD: 4")
+        else:
+            text = answer.encode("utf-16-be").hex().upper() if ucs2 else answer
+            self._urc(f'+CUSD: 0,"{text}",{72 if ucs2 else 15}')
+        return []
+
+    def _flag(self, name: str, attr: str, rest: str) -> list[str]:
+        """The on/off settings that only matter for calls (caller ID, ring format, hang-up);
+        SMS software sets them anyway, so they must be accepted and remembered."""
         op, args = self._op(rest)
         if op == "test":
-            return []
+            return [f"{name}: (0,1)"]
         if op == "query":
-            return []
+            value = getattr(self._settings, attr)
+            # +CLIP? adds whether the network provides caller ID (1: it does).
+            return [f"{name}: {value},1" if name == "+CLIP" else f"{name}: {value}"]
         if op == "set" and _int_arg(args, 0, 0) in (0, 1):
+            setattr(self._settings, attr, _int_arg(args, 0, 0))
             return []
         raise _CmeError(50)
 
@@ -1451,7 +1522,7 @@ class ModemSimulator:
             store[index] = (REC_READ, pdu_hex)
         return [f"{head}{stat},,{_pdu_length(raw)}", pdu_hex]
 
-    def _at_cmgl(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cmgl(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "test":
             return ["+CMGL: (0-4)"]
@@ -1483,7 +1554,7 @@ class ModemSimulator:
             raise _CmsError(CMS_INVALID_INDEX)
         return index
 
-    def _at_cmgr(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cmgr(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "test":
             return []
@@ -1496,7 +1567,7 @@ class ModemSimulator:
             raise _CmsError(CMS_INVALID_INDEX)
         return self._listing(store, index, "+CMGR: ")
 
-    def _at_cmgd(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cmgd(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "test":
             return [f"+CMGD: (1-{self.storage_size}),(0-4)"]
@@ -1518,7 +1589,7 @@ class ModemSimulator:
         self._after(0.0, self._flush_pending)
         return []
 
-    def _at_cmgs(self, rest: str, _: list[str]) -> list[str]:
+    def _at_cmgs(self, rest: str) -> list[str]:
         op, args = self._op(rest)
         if op == "test":
             return []

@@ -17,6 +17,10 @@ class ModemTimeout(ModemError):
     """The modem did not finish answering in time (it may have acted on the command)."""
 
 
+class PromptTimeout(ModemTimeout):
+    """AT+CMGS got no "> " prompt in time: the PDU was never written, so it did not leave."""
+
+
 class PortLost(ModemError):
     """The serial port went away (unplugged, re-enumerated); the recovery ladder reopens it."""
 

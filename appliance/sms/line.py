@@ -36,7 +36,13 @@ from appliance.line import (
 )
 from appliance.log import mask_number
 from appliance.sms import pdu as pdus
-from appliance.sms.errors import CmsError, ModemError, ModemUnavailable, SimLocked
+from appliance.sms.errors import (
+    CmsError,
+    ModemError,
+    ModemUnavailable,
+    PromptTimeout,
+    SimLocked,
+)
 from appliance.sms.modem import (
     Disconnected,
     MessageStored,
@@ -214,7 +220,7 @@ class SmsLine:
         self._sweep_now.set()
         self._reopen_now.set()
 
-    async def wait_ready(self, timeout: float) -> bool:
+    async def wait_ready(self, timeout: float) -> bool:  # noqa: ASYNC109
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
         except TimeoutError:
@@ -415,7 +421,14 @@ class SmsLine:
 
     async def _take(self, modem: Modem, stored: StoredPdu) -> None:
         """Commit one stored PDU durably, then delete it from the modem."""
-        await self.commit_pdu(stored.pdu)
+        pdu_hex = stored.pdu
+        if not _decodes(pdu_hex):
+            # Read it once more before quarantining and deleting: a line garbled on the way
+            # (rather than a malformed message) reads differently the second time.
+            again = await modem.read(stored.index)
+            if again is not None and again.pdu != pdu_hex and _decodes(again.pdu):
+                pdu_hex = again.pdu
+        await self.commit_pdu(pdu_hex)
         await modem.delete(stored.index)
         self._health.counters["inbound_parts"] = self._health.counters.get("inbound_parts", 0) + 1
 
@@ -564,7 +577,15 @@ class SmsLine:
             for row in rows:
                 if self._stopping or not self._ready.is_set():
                     break
-                await self._send(row)
+                try:
+                    await self._send(row)
+                except ModemError as exc:
+                    # The row is already marked (retry or ambiguous); the modem needs the
+                    # recovery ladder before anything else is sent.
+                    log.warning("sending stopped (%s); reopening the modem", exc)
+                    self._ready.clear()
+                    self._reopen_now.set()
+                    break
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 # A retry comes due without anyone waking us: look again at least this often.
@@ -599,6 +620,14 @@ class SmsLine:
             except CmsError as exc:
                 await self._send_failed(row, exc)
                 return
+            except PromptTimeout as exc:
+                # No "> " prompt, so the PDU was never written: safe to try again later.
+                await self.store.outbox.mark_retry(
+                    row.id, "The modem did not accept the text just now; trying again.",
+                    self.config.retry_delay,
+                )
+                self._record_error(f"The modem did not take a text ({exc}).")
+                raise
             except ModemError as exc:
                 # The PDU may or may not have left; the store's recovery makes it ambiguous
                 # rather than risk a second send.
@@ -678,6 +707,14 @@ class SmsLine:
 
 class _Reopen(Exception):
     """Someone (enter_pin) asked for the modem to be opened afresh."""
+
+
+def _decodes(pdu_hex: str) -> bool:
+    try:
+        pdus.decode(pdu_hex)
+    except pdus.PduError:
+        return False
+    return True
 
 
 def _hex_bytes(value: str) -> bytes:

@@ -35,6 +35,7 @@ from appliance.sms.errors import (
     ModemTimeout,
     ModemUnavailable,
     PortLost,
+    PromptTimeout,
     SimLocked,
 )
 from appliance.sms.serial_port import FINAL, AtPort
@@ -163,7 +164,6 @@ class Modem:
         # A PIN that failed once is never sent again by this driver: each try burns one of
         # the SIM's few attempts, and three wrong ones lock it behind the PUK.
         self._failed_pins: set[str] = set()
-        self._pin_ok: str | None = None
         self._cereg_supported = True
         self._cnmi: str | None = None
         self._reg_lock = threading.Lock()
@@ -353,6 +353,14 @@ class Modem:
         self._connect_port()
         try:
             return self._init()
+        except (SimLocked, ModemUnavailable):
+            self._close_port()
+            raise
+        except ModemError as exc:
+            self._close_port()
+            raise ModemUnavailable(
+                f"the modem on {self.config.port} could not be set up ({exc})"
+            ) from exc
         except BaseException:
             self._close_port()
             raise
@@ -370,6 +378,11 @@ class Modem:
         try:
             port.connect()
         except (OSError, serial.SerialException) as exc:
+            if "lock" in str(exc).lower():
+                raise ModemUnavailable(
+                    f"another program is using the modem port {self.config.port} "
+                    "(ModemManager, or a second Textbridge)"
+                ) from None
             raise ModemUnavailable(
                 f"cannot open the modem port {self.config.port} ({exc}); is the modem plugged in?"
             ) from None
@@ -550,7 +563,6 @@ class Modem:
             needs = after if after in ("SIM PUK", "SIM PIN") else "SIM PIN"
             reason = exc.reason if isinstance(exc, CmeError) else "the modem refused it"
             raise SimLocked(needs, self._attempts_left(needs), reason) from None
-        self._pin_ok = pin
         deadline = time.monotonic() + PIN_READY_TIMEOUT
         while self._cpin() != "READY":
             if time.monotonic() > deadline:
@@ -637,11 +649,11 @@ class Modem:
             command = f"AT+CMGS={length}"
             try:
                 lines = port.command(command, self.config.command_timeout, prompt=True)
-            except ModemTimeout:
+            except ModemTimeout as exc:
                 # If the prompt comes late, the modem would take our next command as message
                 # text; ESC makes it drop the half-started message instead.
                 port.write_raw(b"\x1b")
-                raise
+                raise PromptTimeout(f"{exc}; the message was not sent") from None
             if lines[-1] != ">":
                 _check_final(command, lines)
                 raise AtError(command, lines, "the modem did not ask for the message data")
