@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from appliance.config import ModemConfig
 from appliance.line import LineEvent, LineState
 from appliance.sms import pdu
 from appliance.sms.line import SmsLine
+from appliance.sms.modem import Modem
 from appliance.store import Store
 from appliance.store.models import InboxRow, InboxState, OutboundRequest, OutboxState
 
@@ -64,7 +66,7 @@ async def make_line(tmp_path: Path, modem_sim_factory: Any) -> AsyncIterator[Cal
 
     async def make(
         *, sim_kwargs: dict[str, Any] | None = None, start: bool = True, pin: str | None = None,
-        **config: Any,
+        modem_kwargs: dict[str, Any] | None = None, **config: Any,
     ) -> Harness:
         link = tmp_path / "modem"
         sim = modem_sim_factory(**{"pin": None, "link_path": link, **(sim_kwargs or {})})
@@ -73,7 +75,8 @@ async def make_line(tmp_path: Path, modem_sim_factory: Any) -> AsyncIterator[Cal
         settings = {"sweep_interval": 600.0, "retry_delay": 0.2, "command_timeout": 3.0}
         settings.update(config)
         line = SmsLine(
-            "sms", ModemConfig(port=str(link), **settings), store, on_event=events.append, pin=pin
+            "sms", ModemConfig(port=str(link), **settings), store, on_event=events.append, pin=pin,
+            modem_factory=functools.partial(Modem, **(modem_kwargs or {})),
         )
         made.append((line, store))
         if start:
@@ -259,3 +262,31 @@ async def test_unplug_and_replug_recovers_and_tells(make_line: Any) -> None:
     rows = await h.inbox(1, timeout=60)
     assert rows[0].message.body == "while unplugged"
     await _until(lambda: any(e.key == "unavailable-resolved" for e in h.events), timeout=20)
+
+
+async def test_send_cut_off_after_the_pdu_is_ambiguous_and_the_line_goes_on(
+    make_line: Any,
+) -> None:
+    h = await make_line(command_timeout=1.5, modem_kwargs={"send_timeout": 2.0})
+    # The network takes the text but the modem's answer comes too late: sent, unconfirmed.
+    h.sim.network.submit_delay = 4.0
+    row_id = await h.send("did it go?")
+    row = await h.state(row_id, OutboxState.AMBIGUOUS, timeout=30)
+    h.sim.network.submit_delay = 0
+    assert row.error and "retry" in row.error
+    later = await h.send("next one", dest="+4915112345670", rid="r2")
+    await h.state(later, OutboxState.SENT, OutboxState.DELIVERED, timeout=60)
+    # It did go, once; nothing sent it a second time without a person saying so.
+    assert sorted(h.sim.network.sent_messages()) == [
+        ("+4915112345670", "next one"), ("+4915112345678", "did it go?")
+    ]
+    assert (await h.store.outbox.get(row_id)).state == OutboxState.AMBIGUOUS  # type: ignore[union-attr]
+
+
+async def test_no_prompt_means_nothing_left_and_it_is_retried(make_line: Any) -> None:
+    h = await make_line(command_timeout=1.5)
+    h.sim.faults.hang(4.0)  # no "> " prompt: the PDU is never written
+    row_id = await h.send("retry me")
+    row = await h.state(row_id, OutboxState.SENT, OutboxState.DELIVERED, timeout=60)
+    assert h.sim.network.sent_messages() == [("+4915112345678", "retry me")]
+    assert row.state != OutboxState.AMBIGUOUS
