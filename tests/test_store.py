@@ -99,6 +99,7 @@ async def test_open_uses_wal_full_sync_and_foreign_keys(store: Store) -> None:
     assert (await db.fetchone("PRAGMA journal_mode"))[0] == "wal"  # type: ignore[index]
     assert (await db.fetchone("PRAGMA synchronous"))[0] == 2  # type: ignore[index]  # FULL
     assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
+    assert (await db.fetchone("PRAGMA page_size"))[0] == store_db.PAGE_SIZE  # type: ignore[index]
     assert await store.schema_version() == SCHEMA_VERSION
     assert await store.check() == []
 
@@ -164,8 +165,8 @@ async def test_check_reports_corruption(tmp_path: Path) -> None:
         await s.inbox.add(msg(f"k{i}", body="x" * 200))
     await s.close()  # checkpoints the WAL into the main file
     data = bytearray(path.read_bytes())
-    page = 4096
-    assert len(data) > 10 * page
+    page = int.from_bytes(data[16:18], "big")  # from the database header
+    assert page == store_db.PAGE_SIZE and len(data) > 10 * page
     for number in (2, 3, 4):  # scribble over b-tree page headers
         data[number * page : number * page + 8] = b"\xa5" * 8
     path.write_bytes(bytes(data))
@@ -582,6 +583,9 @@ async def test_recover_interrupted_after_restart(tmp_path: Path, clock: FakeCloc
     assert rb.id == b.id and rb.state == Q.AMBIGUOUS
     assert await s.outbox.recover_interrupted() == []
     assert (await s.outbox.get(q.id)).state == Q.SENDING  # type: ignore[union-attr]
+    # The sms line is stopped mid-send and started again in this process: it names itself.
+    [rq] = await s.outbox.recover_interrupted(line_id="sms")
+    assert rq.id == q.id and rq.state == Q.AMBIGUOUS and rq.error == INTERRUPTED_ERROR
     await s.close()
 
 
@@ -746,3 +750,39 @@ async def test_a_cancelled_write_leaves_no_open_transaction(store: Store) -> Non
         assert not store._db.conn.in_transaction
     row, created = await store.inbox.add(msg("after"))
     assert created and await store.inbox.get(row.id) == row
+
+
+async def test_a_closed_store_says_so(tmp_path: Path) -> None:
+    s = await Store.open(tmp_path / "s.db")
+    await s.close()
+    await s.close()
+    with pytest.raises(StoreError, match="closed"):
+        await s.inbox.add(msg("k"))
+    with pytest.raises(StoreError, match="closed"):
+        await s.outbox.get(1)
+    assert await s.changed.wait(0.6) is False
+
+
+def test_recipients_compare_across_number_formats() -> None:
+    from appliance.store.outbox import _same_recipient
+
+    assert _same_recipient("+4915112345678", "+4915112345678")
+    assert _same_recipient("015112345678", "+4915112345678")  # national form in a report
+    assert _same_recipient("4915112345678", "+49 151 1234-5678")
+    assert not _same_recipient("+4915112345679", "+4915112345678")
+    assert not _same_recipient("12345", "+4915112345")  # too short to match on a suffix
+    assert _same_recipient("AcmeBank", "ACMEBANK")
+    assert not _same_recipient("ACMEBANK", "+4915112345678")
+
+
+async def test_check_reports_broken_foreign_keys(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = await Store.open(path)
+    assert await s.outbox.by_state() == []
+    await s.close()
+    with sqlite3.connect(path) as conn:  # foreign keys are off by default in sqlite3
+        conn.execute("INSERT INTO outbox_parts (outbox_id, idx, state) VALUES (77, 0, 'pending')")
+    s = await Store.open(path)
+    problems = await s.check()
+    await s.close()
+    assert problems == ["foreign key: a row of outbox_parts points at a missing outbox row"]

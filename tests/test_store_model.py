@@ -307,11 +307,15 @@ class OutboxMachine(RuleBasedStateMachine):
     def step(
         self, m: MRow, pick: int, ref: int, state: PartState, action: str, report_recipient: bool
     ) -> None:
+        self.now += 1  # parts sent in different milliseconds, so "newest" means something
         pending = [i for i, p in enumerate(m.parts) if p.state == P.PENDING]
         if m.state == Q.QUEUED:
             self.mark_sending(m.id)
+        elif m.state == Q.SENDING and pick % 7 == 6:
+            # What goes wrong while sending: a retryable error, a modem that stops answering.
+            (self.mark_ambiguous if pick % 2 else lambda i: self.mark_retry(i, 0.0))(m.id)
         elif m.state == Q.SENDING and pending:
-            self.mark_part_sent(m.id, pending[0], ref)
+            self.mark_part_sent(m.id, pending[0], ref % 2)  # two references: many collisions
         elif m.state == Q.SENDING:
             self.mark_sent(m.id)
         elif m.state == Q.SENT:

@@ -1,13 +1,14 @@
 """Outbound messages and their parts, with the state machine enforced on every write.
 
     QUEUED --mark_sending--> SENDING --mark_sent--> SENT --reports--> DELIVERED | FAILED
-      |  ^                    | | |
-      |  +----mark_retry------+ | +--mark_ambiguous / recover_interrupted--> AMBIGUOUS
-      |                         |                                               |
-      +--mark_failed--> FAILED <+--mark_failed                                  |
-                          |                                                     |
-                          +--resolve("resend")--> QUEUED <--resolve("resend")---+
-                          +--resolve("cancel")--> CANCELLED <--resolve("cancel")+
+      ^  |                    | | |
+      |  +--mark_failed--+    | | +--mark_ambiguous / recover_interrupted--> AMBIGUOUS
+      |                  v    | |                                              |
+      |                FAILED <-+--mark_failed                                 |
+      |                  |      |                                              |
+      +--mark_retry------|------+                                              |
+      +--resolve(resend)-+----------------------------------resolve(resend)---+
+                         +--resolve(cancel)--> CANCELLED <--resolve(cancel)----+
 
 docs/store.md explains the states; the point of AMBIGUOUS is that nothing that may already
 have gone out is ever sent again without a person saying so.
@@ -56,7 +57,19 @@ _FROM_SENDING = frozenset({Q.SENDING})
 _FROM_SENT = frozenset({Q.SENT})
 _FAILABLE = frozenset({Q.QUEUED, Q.SENDING})
 _RESOLVABLE = frozenset({Q.AMBIGUOUS, Q.FAILED})
-_OPEN_PARTS = (PartState.SENT.value, PartState.TRYING.value)
+_SELECT_REPORTED = (
+    "SELECT p.outbox_id, p.idx, p.state, o.conversation FROM outbox_parts p "
+    "JOIN outbox o ON o.id = p.outbox_id WHERE p.reference = ? AND o.line_id = ?"
+)
+# INDEXED BY: without it the planner walks every part ever sent with this reference; the
+# partial index holds only the few still awaiting a report.
+_SELECT_OPEN = (
+    "SELECT p.outbox_id, p.idx, p.state, o.conversation "
+    "FROM outbox_parts p INDEXED BY outbox_parts_open "
+    "JOIN outbox o ON o.id = p.outbox_id WHERE p.reference = ? AND o.line_id = ? "
+    "AND p.state IN ('sent', 'trying')"
+)
+_NEWEST_FIRST = " ORDER BY p.sent_at DESC, p.outbox_id DESC, p.idx DESC"
 
 
 def _same_recipient(a: str, b: str) -> bool:
@@ -346,28 +359,26 @@ class Outbox:
             )
 
     async def recover_interrupted(self, line_id: str | None = None) -> list[OutboxRow]:
-        """At start: rows left SENDING by the previous run become AMBIGUOUS.
+        """At start: rows left SENDING by an interrupted run become AMBIGUOUS, never resent.
 
-        Only rows that were SENDING when this store was opened are touched (optionally only
-        those of `line_id`); never resent, since their first part may already have gone.
+        Without `line_id`, only rows that were already SENDING when this store was opened
+        are touched: a second line starting in the same process must not turn the first
+        line's send in flight into AMBIGUOUS. With `line_id`, the caller (that line,
+        starting) says none of its sends is in flight, so every SENDING row of the line is
+        touched, including one left by a line stopped mid-send in this process.
         """
-        if not self._interrupted:
-            return []
         async with self._db.write():
-            marks = ",".join("?" * len(self._interrupted))
-            sql = f"WHERE state = 'sending' AND id IN ({marks})"
-            params: list[Any] = sorted(self._interrupted)
-            if line_id is not None:
-                sql += " AND line_id = ?"
-                params.append(line_id)
-            recovered = []
-            for row in await self._load(sql + " ORDER BY id", params):
-                recovered.append(
-                    await self._move(
-                        row, Q.AMBIGUOUS, "recover", _FROM_SENDING, error=INTERRUPTED_ERROR
-                    )
+            if line_id is None:
+                rows = await self._load("WHERE state = 'sending' ORDER BY id")
+                rows = [r for r in rows if r.id in self._interrupted]
+            else:
+                rows = await self._load(
+                    "WHERE state = 'sending' AND line_id = ? ORDER BY id", (line_id,)
                 )
-            return recovered
+            return [
+                await self._move(r, Q.AMBIGUOUS, "recover", _FROM_SENDING, error=INTERRUPTED_ERROR)
+                for r in rows
+            ]
 
     async def resolve(self, row_id: int, action: Literal["resend", "cancel"]) -> OutboxRow:
         """A person decided about an AMBIGUOUS or FAILED message.
@@ -420,21 +431,16 @@ class Outbox:
         if part_state not in (PartState.TRYING, PartState.DELIVERED, PartState.FAILED):
             raise ValueError(f"a status report cannot set a part to {part_state.value}")
         async with self._db.write() as conn:
-            candidates = await self._db.fetchall(
-                """
-                SELECT p.outbox_id, p.idx, p.state, o.conversation FROM outbox_parts p
-                JOIN outbox o ON o.id = p.outbox_id
-                WHERE p.reference = ? AND o.line_id = ?
-                ORDER BY p.sent_at DESC, p.outbox_id DESC, p.idx DESC
-                """,
-                (reference, line_id),
-            )
-            if recipient:
-                candidates = [c for c in candidates if _same_recipient(recipient, c[3])]
-            match = next((c for c in candidates if c["state"] in _OPEN_PARTS), None)
+            open_parts = await self._db.fetchall(_SELECT_OPEN + _NEWEST_FIRST, (reference, line_id))
+            match = next((c for c in open_parts if self._for(recipient, c)), None)
             if match is None:
-                if candidates and candidates[0]["state"] == part_state.value:
-                    return await self._one(candidates[0]["outbox_id"])
+                # A repeat of a report already applied names the row but changes nothing.
+                recent = await self._db.fetchall(
+                    _SELECT_REPORTED + _NEWEST_FIRST + " LIMIT 50", (reference, line_id)
+                )
+                last = next((c for c in recent if self._for(recipient, c)), None)
+                if last is not None and last["state"] == part_state.value:
+                    return await self._one(last["outbox_id"])
                 return None
             row_id, index = int(match["outbox_id"]), int(match["idx"])
             now = self._db.clock()
@@ -453,6 +459,10 @@ class Outbox:
                 return row
             error = self._part_error(row.parts, to)
             return await self._move(row, to, "apply a report to", _FROM_SENT, error=error)
+
+    @staticmethod
+    def _for(recipient: str | None, candidate: sqlite3.Row) -> bool:
+        return not recipient or _same_recipient(recipient, candidate["conversation"])
 
     @staticmethod
     def _part_error(parts: Sequence[OutboxPart], state: OutboxState) -> str | None:

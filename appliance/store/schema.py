@@ -76,7 +76,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             reported_state  TEXT
         )
         """,
-        "CREATE INDEX outbox_conversation ON outbox (line_id, conversation, id)",
+        # Partial: ready() looks only at unfinished rows, which stay few however long the
+        # history grows.
+        """
+        CREATE INDEX outbox_active ON outbox (line_id, conversation, id)
+            WHERE state IN ('queued', 'sending')
+        """,
         "CREATE INDEX outbox_state ON outbox (state, id)",
         "CREATE INDEX outbox_requested ON outbox (requested_by, created_at)",
         """
@@ -97,6 +102,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
         "CREATE INDEX outbox_parts_reference ON outbox_parts (reference, sent_at)",
+        """
+        CREATE INDEX outbox_parts_open ON outbox_parts (reference)
+            WHERE state IN ('sent', 'trying')
+        """,
     ),
 )
 

@@ -44,9 +44,12 @@ class Store:
         return cls(db, path, frozenset(int(r[0]) for r in rows))
 
     async def close(self) -> None:
+        """Close the connection; later calls raise StoreError. Closing twice is harmless."""
         self.changed._set_probe(None)
         async with self._db.lock:
-            await self._db.conn.close()
+            if not self._db.closed:
+                self._db.closed = True
+                await self._db.conn.close()
 
     async def check(self) -> list[str]:
         """Problems PRAGMA integrity_check and foreign_key_check find; empty when healthy."""
@@ -54,7 +57,9 @@ class Store:
             rows = await self._db.fetchall("PRAGMA integrity_check")
             problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
             for r in await self._db.fetchall("PRAGMA foreign_key_check"):
-                problems.append(f"foreign key: row {r[1]} of {r[0]} points at missing {r[2]}")
+                # WITHOUT ROWID tables (outbox_parts) report no rowid.
+                row = "a row" if r[1] is None else f"row {r[1]}"
+                problems.append(f"foreign key: {row} of {r[0]} points at a missing {r[2]} row")
         return problems
 
     async def schema_version(self) -> int:

@@ -1,0 +1,263 @@
+"""What the line asks of the phone, as shell commands over one AdbLink.
+
+Every argument that comes from a message (a number, a text) goes through shlex.quote:
+adbd hands the command line to /system/bin/sh, so an unquoted `;` or `$(...)` in a text
+would run on the phone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import time
+from dataclasses import dataclass
+
+from appliance.phone.adb import AdbLink
+from appliance.phone.errors import (
+    LayoutChanged,
+    MessagesMissing,
+    PhoneError,
+    PhoneLocked,
+    SendNotConfirmed,
+)
+from appliance.phone.notifications import MESSAGES_PACKAGE, Notification, parse_dump
+from appliance.phone.ui import Screen, parse_screen
+
+DUMP_PATH = "/sdcard/tb.xml"
+_KEYGUARD_TRUE = re.compile(
+    r"\b(?:mDreamingLockscreen|mShowingLockscreen|isKeyguardShowing|isStatusBarKeyguard)=true\b"
+)
+_KEYGUARD_DELEGATE = re.compile(r"KeyguardServiceDelegate\s*\n(?:\s+\S.*\n)*?\s+showing=true")
+_FOCUS = re.compile(r"mCurrentFocus=Window\{[0-9a-f]+ u\d+ (?P<window>[^}\s]+)\}")
+_ROW = re.compile(r"^Row: \d+ ", re.M)
+_PROVIDER_FIELDS = re.compile(
+    r"^_id=(?P<id>\d+), address=(?P<address>.*?), date=(?P<date>\d+), body=(?P<body>.*)$", re.S
+)
+
+
+@dataclass(frozen=True)
+class Health:
+    model: str
+    android: str
+    messages_installed: bool
+    messages_running: bool
+    default_sms: str | None
+    locked: bool
+    focus: str | None  # the window in front, e.g. "com.google.android.apps.messaging/...Activity"
+
+    @property
+    def is_default_sms(self) -> bool:
+        return self.default_sms == MESSAGES_PACKAGE
+
+    @property
+    def conversation_open(self) -> bool:
+        return _is_conversation(self.focus)
+
+
+@dataclass(frozen=True)
+class ProviderSms:
+    id: int
+    address: str
+    date: int
+    body: str
+
+
+class ProviderDenied(PhoneError):
+    key = "provider"
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    confirmed_by: str  # what showed the message leaving ("compose box cleared", ...)
+
+
+class Phone:
+    def __init__(self, link: AdbLink, *, ui_wait: float = 8.0, ui_step: float = 0.3) -> None:
+        self.link = link
+        self.ui_wait = ui_wait
+        self.ui_step = ui_step
+
+    async def getprop(self, name: str) -> str:
+        return (await self.link.shell(f"getprop {shlex.quote(name)}")).strip()
+
+    async def health(self) -> Health:
+        model = await self.getprop("ro.product.model")
+        android = await self.getprop("ro.build.version.release")
+        path = (await self.link.shell(f"pm path {MESSAGES_PACKAGE}")).strip()
+        pid = (await self.link.shell(f"pidof {MESSAGES_PACKAGE}")).strip()
+        default = (await self.link.shell("settings get secure sms_default_application")).strip()
+        window = await self.link.shell("dumpsys window")
+        focus = _FOCUS.search(window)
+        return Health(
+            model=model,
+            android=android,
+            messages_installed=path.startswith("package:"),
+            messages_running=bool(pid) and pid.split()[0].isdigit(),
+            default_sms=None if default in ("", "null") else default,
+            locked=_is_locked(window),
+            focus=focus.group("window") if focus else None,
+        )
+
+    async def conversation_open(self) -> bool:
+        focus = _FOCUS.search(await self.link.shell("dumpsys window"))
+        return _is_conversation(focus.group("window") if focus else None)
+
+    async def locked(self) -> bool:
+        return _is_locked(await self.link.shell("dumpsys window"))
+
+    async def stay_awake(self) -> None:
+        # Keeps the screen on while USB powers the phone: uiautomator and taps need it, and
+        # a phone that never sleeps never locks (with its screen lock set to None).
+        await self.link.shell("svc power stayon usb")
+        await self.link.shell("input keyevent KEYCODE_WAKEUP")
+
+    async def wake_screen(self) -> None:
+        # Idempotent: a screen that is already on stays on. A dark screen has no UI to dump.
+        await self.link.shell("input keyevent KEYCODE_WAKEUP")
+
+    async def start_messages(self) -> None:
+        await self.link.shell(f"monkey -p {MESSAGES_PACKAGE} -c android.intent.category.LAUNCHER 1")
+        await self.go_home()
+
+    async def go_home(self) -> None:
+        await self.link.shell("input keyevent KEYCODE_HOME")
+
+    async def notifications(self) -> list[Notification]:
+        return parse_dump(await self.link.shell("dumpsys notification --noredact"))
+
+    async def sms_inbox(self, *, after_id: int = 0, since_ms: int = 0) -> list[ProviderSms]:
+        where = f"_id>{int(after_id)} AND date>{int(since_ms)}"
+        out = await self.link.shell(
+            "content query --uri content://sms/inbox --projection _id:address:date:body "
+            f"--where {shlex.quote(where)}"
+        )
+        return parse_provider(out)
+
+    async def screen(self) -> Screen:
+        out = await self.link.shell(f"uiautomator dump {DUMP_PATH}")
+        if "dumped to" not in out:
+            raise LayoutChanged(
+                f"The phone could not read its own screen ({out.strip()[:120] or 'no answer'}); "
+                "nothing was sent."
+            )
+        return parse_screen(await self.link.shell(f"cat {DUMP_PATH}"))
+
+    async def open_compose(self, recipients: list[str], text: str) -> Screen:
+        """Open Messages' compose screen with `text` typed in, and return that screen once
+        the compose box holds exactly our text. Nothing has been sent when this returns."""
+        uri = "smsto:" + ";".join(recipients)
+        out = await self.link.shell(
+            "am start -a android.intent.action.SENDTO"
+            f" -d {shlex.quote(uri)} --es sms_body {shlex.quote(text)}"
+            f" -p {MESSAGES_PACKAGE}"
+        )
+        if "Error" in out or "Starting: Intent" not in out:
+            raise MessagesMissing(
+                "Google Messages did not open a new message on the phone "
+                f"({out.strip().splitlines()[-1] if out.strip() else 'no answer'})."
+            )
+        deadline = time.monotonic() + self.ui_wait
+        last: Screen | None = None
+        while True:
+            last = await self.screen()
+            compose = last.compose_text()
+            if compose == text:
+                return last
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(self.ui_step)
+        if last.compose_text() is None:
+            last.send_button()  # raises LayoutChanged naming what is on screen
+            raise LayoutChanged(
+                "Google Messages' compose box was not found on the phone's screen; "
+                "nothing was sent."
+            )
+        raise LayoutChanged(
+            "The text in Google Messages' compose box is not the text to send (the phone "
+            "may have kept an old draft); nothing was sent."
+        )
+
+    async def tap(self, x: int, y: int) -> None:
+        await self.link.shell(f"input tap {int(x)} {int(y)}")
+
+    async def confirm_sent(self, text: str) -> SendOutcome:
+        """After the tap: the compose box must let go of the text."""
+        deadline = time.monotonic() + self.ui_wait
+        while True:
+            screen = await self.screen()
+            compose = screen.compose_text()
+            if compose is not None and compose != text:
+                shown = (
+                    "and the message shows in the conversation"
+                    if screen.find_text(text)
+                    else "the conversation does not show it yet"
+                )
+                return SendOutcome(f"compose box cleared, {shown}")
+            if time.monotonic() >= deadline:
+                raise SendNotConfirmed(
+                    "The send button was tapped but the text is still in Google Messages' "
+                    "compose box, so it did not leave."
+                )
+            await asyncio.sleep(self.ui_step)
+
+    async def send_text(self, recipients: list[str], text: str) -> SendOutcome:
+        await self.wake_screen()
+        if await self.locked():
+            raise PhoneLocked(LOCKED)
+        screen = await self.open_compose(recipients, text)
+        button = screen.send_button()
+        await self.tap(*button.center)
+        return await self.confirm_sent(text)
+
+
+LOCKED = (
+    "The phone's screen is locked, so Textbridge cannot send through Google Messages. "
+    "Unlock it, and set its screen lock to None (Settings > Security) on this dedicated phone."
+)
+
+
+def _is_conversation(focus: str | None) -> bool:
+    # Messages' conversation screen, not its list of conversations. The activity names are
+    # an assumption about Messages (docs/phone.md), checked by the HIL test's artifacts.
+    if not focus or not focus.startswith(MESSAGES_PACKAGE + "/"):
+        return False
+    name = focus.lower()
+    return "conversation" in name and "list" not in name
+
+
+def _is_locked(window_dump: str) -> bool:
+    return bool(_KEYGUARD_TRUE.search(window_dump) or _KEYGUARD_DELEGATE.search(window_dump))
+
+
+def parse_provider(out: str) -> list[ProviderSms]:
+    """`content query` prints `Row: N k=v, k=v` per row (bodies may span lines), or
+    "No result found."; a refused query prints an exception instead."""
+    if (
+        "Permission Denial" in out
+        or "SecurityException" in out
+        or ("Error while accessing provider" in out)
+    ):
+        raise ProviderDenied(
+            "The phone does not let Textbridge read its SMS store, so a text that arrives "
+            "while its conversation is open on the phone's screen can be missed."
+        )
+    rows: list[ProviderSms] = []
+    starts = list(_ROW.finditer(out))
+    for n, m in enumerate(starts):
+        end = starts[n + 1].start() if n + 1 < len(starts) else len(out)
+        chunk = out[m.end() : end]
+        if chunk.endswith("\n"):
+            chunk = chunk[:-1]
+        fields = _PROVIDER_FIELDS.match(chunk)
+        if fields is None:
+            continue
+        rows.append(
+            ProviderSms(
+                id=int(fields.group("id")),
+                address=fields.group("address"),
+                date=int(fields.group("date")),
+                body=fields.group("body"),
+            )
+        )
+    return rows

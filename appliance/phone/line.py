@@ -1,0 +1,661 @@
+"""The phone line: an Android phone with Google Messages, driven over ADB.
+
+RCS between modern phones is end-to-end encrypted and only the phone holds the keys, so the
+appliance never speaks RCS itself: the phone is the endpoint and Textbridge reads and
+types on it.
+
+Inbound, a poll reads `dumpsys notification --noredact` and takes every message of every
+Google Messages notification (a notification keeps the conversation's recent messages, so
+several arriving between two polls are all there). Each gets a dedup key from conversation,
+sender, time and a hash of its text, so reading the same notification again is harmless:
+the store refuses the duplicate. Texts that arrive while their conversation is open on the
+phone's screen get no notification; for SMS the phone's own store (content://sms/inbox)
+fills that gap, and an open conversation is closed (back to the home screen) when found.
+
+Outbound, a row is marked SENDING durably, then Messages' compose screen is opened with the
+text (SENDTO intent), the screen is read back to check the compose box holds exactly our
+text, the send button is found by id or description and tapped, and the screen is read again
+to see the text leave the compose box. Anything failing before the tap puts the row back in
+the queue (nothing left the phone); a failure after the tap makes it AMBIGUOUS, for a person
+to decide, never a second send on our own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.line import (
+    LineCapabilities,
+    LineEvent,
+    LineEventHandler,
+    LineState,
+    LineStatus,
+    Severity,
+)
+from appliance.log import mask_number
+from appliance.phone.adb import AdbLink, Target
+from appliance.phone.config import PhoneConfig
+from appliance.phone.device import LOCKED, Health, Phone, ProviderDenied, ProviderSms
+from appliance.phone.errors import (
+    LayoutChanged,
+    MessagesMissing,
+    PhoneDisconnected,
+    PhoneError,
+    PhoneLocked,
+    SendNotConfirmed,
+)
+from appliance.phone.notifications import Notification, dedup_key, thread_id
+from appliance.phonenum import NumberKind, normalize
+from appliance.store import Store
+from appliance.store.models import InboundMessage, OutboxRow, PartState
+
+log = logging.getLogger(__name__)
+
+LinkFactory = Callable[[PhoneConfig, Path], AdbLink]
+RECONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+MAX_RETRY_DELAY = 3600.0
+# A provider row and a notification message are the same text when sender and body agree
+# and their times are this close (the two clocks are the phone's, but the two writes are
+# not the same instant).
+MATCH_WINDOW_MS = 120_000
+COMMITTED_MEMORY = 5000
+
+
+def default_link(config: PhoneConfig, key_path: Path) -> AdbLink:
+    target = Target(config.transport, config.serial, config.host, config.port)
+    return AdbLink(
+        target,
+        key_path,
+        connect_timeout=config.connect_timeout,
+        auth_timeout=config.auth_timeout,
+        command_timeout=config.command_timeout,
+    )
+
+
+@dataclass
+class _Health:
+    state: LineState = LineState.STARTING
+    summary: str = "Looking for the phone."
+    model: str | None = None
+    android: str | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+    last_poll_ms: float | None = None
+
+
+@dataclass
+class _Pending:
+    row: ProviderSms
+    first_seen: float
+
+
+class PhoneLine:
+    """A Line (see appliance.line) through an Android phone running Google Messages."""
+
+    kind = "phone"
+    capabilities = LineCapabilities(groups=True, media=False, rcs=True)
+
+    def __init__(
+        self,
+        line_id: str,
+        config: PhoneConfig,
+        store: Store,
+        *,
+        key_path: Path,
+        on_event: LineEventHandler | None = None,
+        link_factory: LinkFactory = default_link,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.id = line_id
+        self.config = config
+        self.store = store
+        self.key_path = key_path
+        self._on_event = on_event
+        self._link_factory = link_factory
+        self._clock = clock
+        self._link: AdbLink | None = None
+        self._phone: Phone | None = None
+        self._health = _Health()
+        self._announced: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._poll_now = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._sendable = asyncio.Event()
+        self._reconnect = asyncio.Event()
+        # One person at a time on the phone's screen: a send and closing an open
+        # conversation must not interleave.
+        self._ui = asyncio.Lock()
+        self._queue_depth = 0
+        self._groups: dict[str, list[str]] = {}
+        self._provider_allowed = config.read_sms_provider
+        self._provider_cursor = 0
+        self._provider_pending: dict[int, _Pending] = {}
+        # Recent notification messages, for matching provider rows: (sender, body) -> times
+        self._recent: dict[tuple[str, str], list[int]] = {}
+        self._started_ms = int(clock() * 1000)
+        # Dedup keys the store has confirmed (stored, or already there). A notification
+        # repeats its messages at every poll; asking the store each time would cost a
+        # write transaction per message per poll. Bounded, oldest forgotten first.
+        self._committed: dict[str, None] = {}
+        self.polls = 0
+
+    # -- Line protocol -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for row in await self.store.outbox.recover_interrupted(self.id):
+            log.warning("outbox row %d was interrupted mid-send; now ambiguous", row.id)
+        self._stopping = False
+        self._started_ms = int(self._clock() * 1000)
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name=f"{self.id}-supervise"),
+            asyncio.create_task(self._sender(), name=f"{self.id}-sender"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self._drop_link()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def poll_now(self) -> None:
+        """Read the phone's notifications now instead of at the next interval."""
+        self._poll_now.set()
+
+    def status(self) -> LineStatus:
+        h = self._health
+        details: dict[str, str] = {"transport": self._describe_target()}
+        if h.model:
+            details["model"] = h.model
+        if h.android:
+            details["android"] = h.android
+        if h.last_poll_ms is not None:
+            details["last_poll_ms"] = f"{h.last_poll_ms:.1f}"
+        details["sms_store"] = "readable" if self._provider_allowed else "not readable"
+        for name, value in sorted(h.counters.items()):
+            details[f"count_{name}"] = str(value)
+        return LineStatus(
+            line_id=self.id,
+            kind=self.kind,
+            state=h.state,
+            summary=h.summary,
+            registered=h.state in (LineState.READY, LineState.DEGRADED),
+            queue_depth=self._queue_depth,
+            last_error=h.last_error,
+            last_error_at=h.last_error_at,
+            details=details,
+        )
+
+    async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109 - as SmsLine
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _describe_target(self) -> str:
+        c = self.config
+        if c.transport == "tcp":
+            return f"tcp {c.host}:{c.port}"
+        return f"usb {c.serial}" if c.serial else "usb"
+
+    # -- supervision -----------------------------------------------------------------------
+
+    async def _drop_link(self) -> None:
+        self._connected.clear()
+        self._sendable.clear()
+        link, self._link, self._phone = self._link, None, None
+        if link is not None:
+            link.abort()
+            with contextlib.suppress(Exception):
+                # USB reads end at their own timeout; do not hold up a stop for them.
+                await asyncio.wait_for(link.close(), 2.0)
+            link.shutdown()
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                await self._connect()
+                failures = 0
+                await self._run_connected()
+            except asyncio.CancelledError:
+                raise
+            except PhoneError as exc:
+                self._down(exc.plain, key=exc.key)
+            except Exception as exc:  # a bug in one poll must not end the line for good
+                log.exception("phone line supervisor error")
+                self._down(f"The phone line failed unexpectedly ({exc}).", key="unplugged")
+            await self._drop_link()
+            delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+            failures += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reconnect.wait(), delay)
+            self._reconnect.clear()
+
+    async def _connect(self) -> None:
+        link = self._link_factory(self.config, self.key_path)
+        self._link = link
+        self._phone = Phone(link, ui_wait=self.config.ui_wait)
+        await link.connect()
+        self._connected.set()
+        self._resolved("unauthorized", "The phone has allowed Textbridge; it is connected.")
+        self._resolved("unplugged", "The phone is connected again.")
+        self._resolved("offline", "The phone is answering again.")
+        phone = self._phone
+        with contextlib.suppress(PhoneError):
+            await phone.stay_awake()
+        await self._check_health(phone)
+
+    async def _run_connected(self) -> None:
+        phone = self._phone
+        assert phone is not None
+        last_health = time.monotonic()
+        while not self._stopping:
+            await self._poll(phone)
+            if time.monotonic() - last_health >= self.config.health_interval:
+                last_health = time.monotonic()
+                await self._check_health(phone)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), self.config.poll_interval)
+            self._poll_now.clear()
+
+    async def _check_health(self, phone: Phone) -> Health:
+        health = await phone.health()
+        h = self._health
+        h.model, h.android = health.model or None, health.android or None
+        if not health.messages_installed:
+            self._sendable.clear()
+            raise MessagesMissing(
+                "Google Messages is not installed on the phone. Install it from the Play "
+                "Store and make it the default SMS app."
+            )
+        if not health.is_default_sms:
+            self._sendable.clear()
+            raise MessagesMissing(
+                "Google Messages is not the phone's default SMS app, so texts do not reach it. "
+                'Open Messages on the phone and accept "Set as default SMS app".'
+            )
+        self._resolved("messages", "Google Messages is set up on the phone again.")
+        if not health.messages_running:
+            # Messages crashed or was stopped: it posts no notifications until it runs, so
+            # texts may be waiting on the phone unseen. Starting it brings them back.
+            log.warning("Google Messages is not running on the phone; starting it")
+            self._count("messages_restarts")
+            async with self._ui:
+                await phone.start_messages()
+            health = await phone.health()
+            if not health.messages_running:
+                self._sendable.clear()
+                self._set(
+                    LineState.DEGRADED,
+                    "Google Messages is not running on the phone; texts may wait there unseen.",
+                )
+                self._announce(
+                    "messages-stopped",
+                    Severity.ERROR,
+                    "Google Messages keeps stopping on the phone, so Textbridge can't see new "
+                    "texts there. Open Messages on the phone once; restart the phone if that "
+                    "does not help.",
+                )
+                return health
+        self._resolved("messages-stopped", "Google Messages is running on the phone again.")
+        if health.conversation_open and self.config.leave_open_conversations:
+            async with self._ui:
+                # Looked at again under the lock: a send in progress had the screen open.
+                if await phone.conversation_open():
+                    self._announce(
+                        "conversation-open",
+                        Severity.INFO,
+                        "A conversation was left open on the phone's screen. While one is "
+                        "open, Messages shows no notification for it and Textbridge could miss "
+                        "RCS chats, so it went back to the home screen.",
+                    )
+                    await phone.go_home()
+        else:
+            # Announced again the next time it happens, without a "resolved" notice.
+            self._announced.discard("conversation-open")
+        if health.locked:
+            self._sendable.clear()
+            self._set(LineState.DEGRADED, LOCKED)
+            self._announce("locked", Severity.ERROR, LOCKED)
+            return health
+        self._resolved("locked", "The phone is unlocked; sending works again.")
+        self._sendable.set()
+        where = " ".join(x for x in (health.model, f"Android {health.android}") if x)
+        self._set(LineState.READY, f"Connected to the phone ({where}) through Google Messages.")
+        return health
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    async def _poll(self, phone: Phone) -> None:
+        started = time.perf_counter()
+        notifications = await phone.notifications()
+        now_ms = int(self._clock() * 1000)
+        unreadable = 0
+        for n in notifications:
+            if not n.is_messaging_style:
+                continue
+            unreadable += n.unreadable
+            await self._take_notification(n, now_ms)
+        if unreadable:
+            self._announce(
+                "unreadable",
+                Severity.WARNING,
+                "This phone hides the text of some message notifications from Textbridge, "
+                "so those texts cannot be bridged; see docs/phone.md for supported phones.",
+            )
+        if self._provider_allowed:
+            await self._poll_provider(phone)
+        self.polls += 1
+        self._count("polls")
+        self._health.last_poll_ms = (time.perf_counter() - started) * 1000
+
+    def _address(self, name: str) -> str:
+        """A sender as Messages names it: a number when the phone has no contact for it
+        (the set-up we recommend), else the contact's display name as-is."""
+        norm = normalize(name, self.config.home_country)
+        if norm.kind in (NumberKind.E164, NumberKind.SHORT):
+            return norm.value
+        return name.strip()
+
+    async def _take_notification(self, n: Notification, now_ms: int) -> None:
+        senders = sorted({self._address(m.sender) for m in n.messages if m.sender})
+        group = n.is_group
+        conversation: str
+        meta: dict[str, object] = {"source": "notification"}
+        if group:
+            conversation = thread_id(n.thread)
+            members = sorted(set(self._groups.get(conversation, [])) | set(senders))
+            self._groups[conversation] = members
+            meta["group_name"] = n.conversation_title or n.title or ""
+            meta["members"] = members
+        else:
+            peer = n.title or (senders[0] if senders else None)
+            if peer is None:
+                return
+            conversation = self._address(peer)
+        for m in n.messages:
+            if m.sender is None:
+                continue  # written on the phone itself (or by us): not inbound
+            sender = self._address(m.sender)
+            body = m.text
+            note = None
+            msg_meta = dict(meta)
+            if n.suspect:
+                msg_meta["suspect"] = True
+                note = (
+                    "This text contains something that looks like the phone's own notification "
+                    "data, so it may have been read wrongly; check it on the phone."
+                )
+            if m.mime_type is not None:
+                msg_meta["media_type"] = m.mime_type
+                note = (note + " " if note else "") + (
+                    "A picture or file arrived on the phone; only its description can be "
+                    "bridged, open it on the phone."
+                )
+                if not body:
+                    body = f"[{m.mime_type.split('/')[0]}]"
+            self._remember(sender, body, m.time)
+            key = dedup_key(conversation, sender, m.time, body)
+            if key in self._committed:
+                continue
+            message = InboundMessage(
+                line_id=self.id,
+                conversation=conversation,
+                sender=sender,
+                body=body,
+                sent_at=m.time,
+                dedup_key=key,
+                note=note,
+                meta=msg_meta,
+            )
+            _, created = await self.store.inbox.add(message)
+            self._mark_committed(key)
+            if created:
+                self._count("inbound")
+                log.info(
+                    "%s message from %s stored",
+                    "group" if group else "1:1",
+                    mask_number(sender),
+                )
+
+    def _mark_committed(self, key: str) -> None:
+        self._committed[key] = None
+        if len(self._committed) > COMMITTED_MEMORY:
+            del self._committed[next(iter(self._committed))]
+
+    def _remember(self, sender: str, body: str, when: int) -> None:
+        times = self._recent.setdefault((sender, body), [])
+        if when not in times:
+            times.append(when)
+            del times[:-20]
+
+    def _seen_in_notification(self, row: ProviderSms) -> bool:
+        sender = self._address(row.address)
+        return any(
+            abs(t - row.date) <= MATCH_WINDOW_MS for t in self._recent.get((sender, row.body), [])
+        )
+
+    async def _poll_provider(self, phone: Phone) -> None:
+        since = self._started_ms - int(self.config.provider_lookback * 1000)
+        try:
+            rows = await phone.sms_inbox(after_id=self._provider_cursor, since_ms=since)
+        except ProviderDenied as exc:
+            self._provider_allowed = False
+            self._announce(exc.key, Severity.WARNING, exc.plain)
+            return
+        now = time.monotonic()
+        for row in rows:
+            self._provider_cursor = max(self._provider_cursor, row.id)
+            self._provider_pending.setdefault(row.id, _Pending(row, now))
+        for row_id, pending in sorted(self._provider_pending.items()):
+            row = pending.row
+            if self._seen_in_notification(row):
+                del self._provider_pending[row_id]
+                continue
+            if now - pending.first_seen < self.config.provider_grace:
+                continue
+            del self._provider_pending[row_id]
+            sender = self._address(row.address)
+            key = dedup_key(sender, sender, row.date, row.body)
+            if key in self._committed:
+                continue
+            # Same key as the notification path would give, so whichever path sees the
+            # text first, the other is a duplicate to the store.
+            message = InboundMessage(
+                line_id=self.id,
+                conversation=sender,
+                sender=sender,
+                body=row.body,
+                sent_at=row.date,
+                dedup_key=key,
+                meta={"source": "sms-store"},
+            )
+            _, created = await self.store.inbox.add(message)
+            self._mark_committed(key)
+            if created:
+                self._count("inbound_backfilled")
+                log.info("SMS from %s taken from the phone's SMS store", mask_number(sender))
+
+    # -- outbound --------------------------------------------------------------------------
+
+    async def _sender(self) -> None:
+        while True:
+            await self._sendable.wait()
+            rows = await self.store.outbox.ready(self.id, int(self._clock() * 1000))
+            self._queue_depth = len(rows)
+            for row in rows:
+                if self._stopping or not self._sendable.is_set():
+                    break
+                try:
+                    await self._send(row)
+                except PhoneError as exc:
+                    # The link broke: the supervisor reconnects; the row's state is settled.
+                    self._record_error(exc.plain)
+                    self._sendable.clear()
+                    self._reconnect.set()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A bug with one row must not stop every later message; the row stays in
+                    # whatever state the store has (SENDING becomes AMBIGUOUS at restart).
+                    log.exception("sending outbox row %d failed", row.id)
+                    self._record_error("Sending a message failed unexpectedly.")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0 if rows else 5.0)
+
+    def _recipients(self, row: OutboxRow) -> list[str] | str:
+        """The numbers to address, or why there are none."""
+        conv = row.request.conversation
+        if conv.startswith("group:"):
+            members = row.request.meta.get("members") or self._groups.get(conv)
+            if not members:
+                return (
+                    "Textbridge does not know this group's members yet (none has written "
+                    "since the appliance started), so it cannot address it."
+                )
+            numbers = [self._address(str(m)) for m in members]
+            if any(not n.startswith("+") for n in numbers):
+                return "Some of this group's members are known only by name, not by number."
+            return numbers
+        number = self._address(conv)
+        if not number.startswith("+") and not number.isdigit():
+            return f"{conv} is a name, not a phone number, so it cannot be texted back."
+        return [number]
+
+    async def _send(self, row: OutboxRow) -> None:
+        phone = self._phone
+        if phone is None:
+            return
+        recipients = self._recipients(row)
+        if isinstance(recipients, str):
+            await self.store.outbox.mark_failed(row.id, recipients)
+            return
+        text = row.request.body
+        async with self._ui:
+            await self.store.outbox.mark_sending(row.id)
+            tapped = False
+            try:
+                await phone.wake_screen()
+                if await phone.locked():
+                    raise PhoneLocked(LOCKED)
+                screen = await phone.open_compose(recipients, text)
+                button = screen.send_button()
+                tapped = True
+                await phone.tap(*button.center)
+                outcome = await phone.confirm_sent(text)
+            except SendNotConfirmed as exc:
+                # The text is still sitting in the compose box: it did not leave.
+                await self._retry(row, exc)
+                return
+            except PhoneDisconnected as exc:
+                if tapped:
+                    await self._ambiguous(row, exc)
+                else:
+                    await self._retry(row, exc)
+                raise
+            except (LayoutChanged, MessagesMissing, PhoneLocked) as exc:
+                if tapped:
+                    await self._ambiguous(row, exc)
+                    return
+                await self._retry(row, exc)
+                if isinstance(exc, PhoneLocked):
+                    self._sendable.clear()
+                    self._set(LineState.DEGRADED, LOCKED)
+                self._announce(exc.key, Severity.ERROR, exc.plain)
+                return
+            except PhoneError as exc:
+                if tapped:
+                    await self._ambiguous(row, exc)
+                else:
+                    await self._retry(row, exc)
+                raise
+            for part in row.parts:
+                if part.state == PartState.PENDING:
+                    await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
+            await self.store.outbox.mark_sent(row.id)
+            self._resolved("layout", "Sending through Google Messages works again.")
+            self._count("sent")
+            log.info("message to %s sent (%s)", _mask_all(recipients), outcome.confirmed_by)
+            with contextlib.suppress(PhoneError):
+                await phone.go_home()
+
+    async def _retry(self, row: OutboxRow, exc: PhoneError) -> None:
+        attempts = row.attempts + 1
+        if attempts >= self.config.max_send_attempts:
+            reason = f"{exc.plain} Gave up after {attempts} attempts."
+            await self.store.outbox.mark_failed(row.id, reason)
+            self._record_error(reason)
+            return
+        delay = min(self.config.retry_delay * (2 ** (attempts - 1)), MAX_RETRY_DELAY)
+        await self.store.outbox.mark_retry(row.id, f"{exc.plain} Trying again soon.", delay)
+        self._record_error(exc.plain)
+
+    async def _ambiguous(self, row: OutboxRow, exc: PhoneError) -> None:
+        text = (
+            "The send button on the phone was tapped, but Textbridge could not see whether "
+            f"the message left ({exc.plain}). Check the phone; say retry to send it again, "
+            "or cancel."
+        )
+        await self.store.outbox.mark_ambiguous(row.id, text)
+        self._record_error(text)
+        log.warning("outbox row %d is ambiguous after the tap", row.id)
+
+    # -- state and events ------------------------------------------------------------------
+
+    def _count(self, name: str) -> None:
+        self._health.counters[name] = self._health.counters.get(name, 0) + 1
+
+    def _set(self, state: LineState, summary: str) -> None:
+        self._health.state = state
+        self._health.summary = summary
+
+    def _record_error(self, text: str) -> None:
+        self._health.last_error = text
+        self._health.last_error_at = self._clock()
+
+    def _down(self, text: str, *, key: str, severity: Severity = Severity.ERROR) -> None:
+        self._set(LineState.DOWN, text)
+        self._record_error(text)
+        self._announce(key, severity, text)
+
+    def _announce(self, key: str, severity: Severity, text: str) -> None:
+        if key in self._announced:
+            return
+        self._announced.add(key)
+        self._emit(LineEvent(self.id, severity, text, key))
+
+    def _resolved(self, key: str, text: str) -> None:
+        if key in self._announced:
+            self._announced.discard(key)
+            self._emit(LineEvent(self.id, Severity.INFO, text, f"{key}-resolved"))
+
+    def _emit(self, event: LineEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("line event handler failed")
+
+
+def _mask_all(numbers: list[str]) -> str:
+    return ", ".join(mask_number(n) for n in numbers)
