@@ -7,6 +7,7 @@ and reports its health in plain words. It knows nothing of Matrix.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -72,3 +73,40 @@ class Line(Protocol):
 
     def wake(self) -> None:
         """New outbox rows for this line exist; look now instead of at the next poll."""
+
+
+class Announcer:
+    """Tells people about a line's conditions once each, and again when they clear.
+
+    A condition (`key`) is announced the first time it is seen; repeats are dropped until it
+    is resolved, which sends an INFO event keyed `<key>-resolved`. Both lines use this so a
+    flapping modem or phone never floods a family's chat.
+    """
+
+    def __init__(self, line_id: str, handler: LineEventHandler | None) -> None:
+        self.line_id = line_id
+        self.handler = handler
+        self.active: set[str] = set()
+
+    def announce(self, key: str, severity: Severity, text: str) -> None:
+        if key in self.active:
+            return
+        self.active.add(key)
+        self.emit(LineEvent(self.line_id, severity, text, key))
+
+    def resolved(self, key: str, text: str) -> None:
+        if key in self.active:
+            self.active.discard(key)
+            self.emit(LineEvent(self.line_id, Severity.INFO, text, f"{key}-resolved"))
+
+    def forget(self, key: str) -> None:
+        """Clear a condition silently (it will be announced again if it comes back)."""
+        self.active.discard(key)
+
+    def emit(self, event: LineEvent) -> None:
+        if self.handler is None:
+            return
+        try:
+            self.handler(event)
+        except Exception:
+            logging.getLogger(__name__).exception("line event handler failed")

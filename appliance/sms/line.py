@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from appliance.config import ModemConfig
 from appliance.line import (
+    Announcer,
     LineCapabilities,
-    LineEvent,
     LineEventHandler,
     LineState,
     LineStatus,
@@ -105,7 +105,6 @@ class SmsLine:
         self.id = line_id
         self.config = config
         self.store = store
-        self._on_event = on_event
         self._pin = pin
         self._modem_factory = modem_factory
         self._clock = clock
@@ -116,7 +115,7 @@ class SmsLine:
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._announced: set[str] = set()
+        self._announcer = Announcer(line_id, on_event)
         self._sweep_now = asyncio.Event()
         self._reopen_now = asyncio.Event()
         self._pin_lock = asyncio.Lock()
@@ -686,23 +685,10 @@ class SmsLine:
         self._announce(key, severity, text)
 
     def _announce(self, key: str, severity: Severity, text: str) -> None:
-        if key in self._announced:
-            return
-        self._announced.add(key)
-        self._emit(LineEvent(self.id, severity, text, key))
+        self._announcer.announce(key, severity, text)
 
     def _resolved(self, key: str, text: str) -> None:
-        if key in self._announced:
-            self._announced.discard(key)
-            self._emit(LineEvent(self.id, Severity.INFO, text, f"{key}-resolved"))
-
-    def _emit(self, event: LineEvent) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(event)
-        except Exception:
-            log.exception("line event handler failed")
+        self._announcer.resolved(key, text)
 
 
 class _Reopen(Exception):
