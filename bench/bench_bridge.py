@@ -432,10 +432,7 @@ owner = {json.dumps(mxid)}
             bridge_own = [d - handled[i] for i, d in latency_rows if i in handled]
             order_ok = sorted(bodies, key=lambda b: client.seen[b]) == bodies
         finally:
-            if client is not None:
-                await client.close()
-            if watcher is not None:
-                watcher.stop()
+            # The processes first: nothing may outlive the run, whatever fails below.
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -443,8 +440,13 @@ owner = {json.dumps(mxid)}
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            sim.stop()
             await server.stop()
+            sim.stop()
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.close()
+            if watcher is not None:
+                watcher.stop()
 
     ms = 1000.0
 

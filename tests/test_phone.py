@@ -511,3 +511,30 @@ async def test_stop_is_quick_even_when_the_phone_hangs(phone_line: Any) -> None:
     await h.line.stop()
     assert asyncio.get_running_loop().time() - started < 3.0
     h.phone.release()
+
+
+async def test_screen_gone_after_the_tap_is_ambiguous_not_resent(phone_line: Any) -> None:
+    h = await phone_line()
+    h.phone.faults.tap_goes_home = True
+    row_id = await h.send("wohin damit?")
+    row = await h.state(row_id, OutboxState.AMBIGUOUS)
+    assert row.error and "compose box was gone" in row.error
+    await asyncio.sleep(1.0)
+    taps = [argv for argv in h.phone.executed if argv[:2] == ["input", "tap"]]
+    assert len(taps) == 1  # never tapped a second time on its own
+
+
+async def test_traffic_both_ways_at_once(phone_line: Any) -> None:
+    h = await phone_line()
+    ids = [await h.send(f"raus {i}", dest=CARLA if i % 2 else BEN, rid=f"t{i}") for i in range(6)]
+    for i in range(20):
+        h.phone.receive(ANNA, f"rein {i}", at=1_790_000_000_000 + i, rcs=i % 3 != 0)
+        await asyncio.sleep(0.02)
+    rows = await h.inbox(20, timeout=30)
+    assert sorted(r.message.body for r in rows) == sorted(f"rein {i}" for i in range(20))
+    for row_id in ids:
+        await h.state(row_id, OutboxState.SENT, timeout=30)
+    assert sorted(s.text for s in h.phone.sent) == sorted(f"raus {i}" for i in range(6))
+    # Per conversation, in the order they were written.
+    to_ben = [s.text for s in h.phone.sent if s.recipients == (BEN,)]
+    assert to_ben == ["raus 0", "raus 2", "raus 4"]

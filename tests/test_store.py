@@ -725,7 +725,7 @@ async def test_concurrent_writers_are_serialised(store: Store) -> None:
         *(store.inbox.add(msg(f"k{i % 20}", body=str(i))) for i in range(60)),
         *(store.outbox.enqueue(req(f"r{i % 10}"), 2) for i in range(30)),
     )
-    inbox = [r for r in results[:60]]
+    inbox = results[:60]
     assert sum(created for _, created in inbox) == 20
     assert len({row.id for row, _ in inbox}) == 20
     assert len(await store.inbox.pending(limit=1000)) == 20

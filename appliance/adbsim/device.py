@@ -80,6 +80,7 @@ class Faults:
     layout_changed: bool = False  # send control renamed
     provider_denied: bool = False
     tap_ignored: bool = False  # the tap lands but the button does nothing
+    tap_goes_home: bool = False  # the tap lands on something else: Messages is left unsent
     parcelled_notifications: bool = False
     # Drop the connection when a command containing this text arrives; `after_effect`
     # says whether the command took effect first (the tap reached the phone, the reply
@@ -335,6 +336,9 @@ class SimPhone:
         if not (x1 <= x < x2 and y1 <= y < y2) or not self.compose:
             return
         if self.faults.tap_ignored:
+            return
+        if self.faults.tap_goes_home:
+            self.screen, self.open_thread = "home", None
             return
         conv = next(c for c in self.conversations if c.thread == self.open_thread)
         text, self.compose = self.compose, ""

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # must not stall the loop forever (the retry carries the same transaction id).
 SEND_TIMEOUT = 20.0
 MAX_BACKOFF = 30.0
+# The homeserver is on the same box: while it is merely away (restarting, stopped), asking
+# every few seconds costs nothing and brings the backlog in soon after it returns.
+TRANSIENT_MAX_BACKOFF = 4.0
 ROW_KEY = "fi.textbridge.inbox_row"
 
 
@@ -67,7 +70,8 @@ class Inbound:
                 raise
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                self.backoff = min(MAX_BACKOFF, max(0.5, self.backoff * 2))
+                cap = TRANSIENT_MAX_BACKOFF if transient(exc) else MAX_BACKOFF
+                self.backoff = min(cap, max(0.5, self.backoff * 2))
                 level = logging.WARNING if transient(exc) else logging.ERROR
                 log.log(
                     level,

@@ -16,7 +16,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +81,6 @@ class Target:
         return f"usb {self.serial}" if self.serial else "usb"
 
 
-@dataclass
-class DeviceInfo:
-    properties: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def model(self) -> str:
-        return self.properties.get("ro.product.model", "")
-
-
 def _make_device(target: Target, timeout: float) -> AdbDevice:
     if target.transport == "tcp":
         return AdbDevice(_EofAwareTcpTransport(target.host, target.port), timeout)
@@ -146,7 +137,6 @@ class AdbLink:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="adb"
         )
-        self.info: DeviceInfo | None = None
         self.commands = 0  # counted for the bench and the dashboard
 
     @property
@@ -157,8 +147,8 @@ class AdbLink:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    async def connect(self) -> DeviceInfo:
-        return await self._run(self._connect_sync)  # type: ignore[no-any-return]
+    async def connect(self) -> None:
+        await self._run(self._connect_sync)
 
     async def shell(self, command: str, *, limit_s: float | None = None) -> str:
         encoded = command.encode("utf-8")
@@ -193,7 +183,7 @@ class AdbLink:
                 self._device.close()
         self._device = None
 
-    def _connect_sync(self) -> DeviceInfo:
+    def _connect_sync(self) -> None:
         self._close_sync()
         signer = load_signer(self.key_path)
         asked = False
@@ -228,8 +218,6 @@ class AdbLink:
                 raise PhoneOffline(_OFFLINE) from exc
             raise PhoneNotFound(_NOT_FOUND) from exc
         self._device = device
-        self.info = DeviceInfo()
-        return self.info
 
     def _shell_sync(self, command: str, timeout: float) -> str:
         device = self._device

@@ -195,9 +195,16 @@ class Phone:
                 )
                 return SendOutcome(f"compose box cleared, {shown}")
             if time.monotonic() >= deadline:
-                raise SendNotConfirmed(
-                    "The send button was tapped but the text is still in Google Messages' "
-                    "compose box, so it did not leave."
+                if compose == text:
+                    raise SendNotConfirmed(
+                        "The send button was tapped but the text is still in Google Messages' "
+                        "compose box, so it did not leave."
+                    )
+                # No compose box at all: the screen changed under the tap, and whether the
+                # text left cannot be told from here.
+                raise LayoutChanged(
+                    "after the tap Google Messages' compose box was gone "
+                    f"(the screen shows {screen.foreground_package or 'nothing'})"
                 )
             await asyncio.sleep(self.ui_step)
 

@@ -119,6 +119,7 @@ class SmsLine:
         self._sweep_now = asyncio.Event()
         self._reopen_now = asyncio.Event()
         self._pin_lock = asyncio.Lock()
+        self._catch_up = False
         self._queue_depth = 0
 
     # -- Line protocol -------------------------------------------------------------------
@@ -287,10 +288,12 @@ class SmsLine:
         self._health.sim_attempts = None
         registered = await modem.wait_registered(timeout=30.0)
         await self._refresh(modem, registered=registered)
+        # Catch up on anything that arrived while we were away, before any +CMTI that came
+        # in during the open: those texts are newer than what waits on the SIM.
+        self._catch_up = True
         self._ready.set()
         self._resolved("unavailable", "The SMS modem is working again.")
         self._resolved("sim-locked", "The SIM card is unlocked.")
-        # Catch up on anything that arrived while we were away.
         await self._inbound.put(None)
         self._wake.set()
 
@@ -372,6 +375,7 @@ class SmsLine:
                 severity=Severity.WARNING,
             )
         elif isinstance(event, Reconnected):
+            self._catch_up = True
             self._ready.set()
             self._set(LineState.READY, self._ready_summary())
             self._resolved("unavailable", "The SMS modem is working again.")
@@ -394,6 +398,12 @@ class SmsLine:
             if modem is None:
                 continue
             try:
+                if self._catch_up:
+                    self._catch_up = False
+                    await self._sweep(modem)
+                    # The sweep took whatever this notification was about.
+                    if not isinstance(event, StatusReportPdu):
+                        continue
                 if event is None:
                     await self._sweep(modem)
                 elif isinstance(event, MessageStored | StatusReportStored):
@@ -414,6 +424,9 @@ class SmsLine:
 
     async def _sweep(self, modem: Modem) -> None:
         stored = await modem.list_stored()
+        # The modem reuses freed slots, so slot order is not arrival order: take texts in
+        # the order the network stamped them, so a conversation reads in order.
+        stored.sort(key=_arrival_order)
         for item in stored:
             await self._take(modem, item)
         self._health.counters["sweeps"] = self._health.counters.get("sweeps", 0) + 1
@@ -693,6 +706,16 @@ class SmsLine:
 
 class _Reopen(Exception):
     """Someone (enter_pin) asked for the modem to be opened afresh."""
+
+
+def _arrival_order(stored: StoredPdu) -> tuple[int, int]:
+    try:
+        decoded = pdus.decode(stored.pdu)
+    except pdus.PduError:
+        return (0, stored.index)
+    if isinstance(decoded, pdus.Deliver):
+        return (decoded.timestamp_ms, stored.index)
+    return (0, stored.index)
 
 
 def _decodes(pdu_hex: str) -> bool:

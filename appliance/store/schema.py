@@ -44,7 +44,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (line_id, group_key, idx)
         ) WITHOUT ROWID
         """,
-        "CREATE INDEX fragments_received ON fragments (received_at)",
         # Parts already folded into a stored message. A crash between the commit and the
         # modem delete makes the line read those parts again; without this they would start
         # a new group and, once it expired, a second copy of the message.
