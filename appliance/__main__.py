@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "network": ("appliance.sim.network_cli", "act as the phone network of a running simulator"),
     "homeserver": ("appliance.homeserver.bootstrap", "set up the homeserver for the bridge"),
     "web": ("appliance.web.cli", "serve the setup wizard and the dashboard"),
+    "phone": ("appliance.phone.cli", "pair with the Android phone and check its set-up"),
+    "phone-sim": ("appliance.adbsim.cli", "run the simulated Android phone (ADB over TCP)"),
     "run": ("appliance.run", "run the bridge, the lines and the store (the appliance)"),
     "demo": ("appliance.demo", "run the whole stack on this machine, on loopback"),
 }

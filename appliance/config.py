@@ -83,6 +83,44 @@ class StoreConfig:
     path: Path = Path("textbridge.db")
 
 
+@dataclass(frozen=True)
+class PhoneConfig:
+    """The phone line: a USB-tethered Android phone with Google Messages, driven over ADB."""
+
+    enabled: bool = False
+    # "usb" on the appliance; "tcp" for the simulated phone (or wireless debugging).
+    transport: Literal["usb", "tcp"] = "usb"
+    serial: str | None = _opt(None, pattern=r"[A-Za-z0-9._:-]{1,64}", help="the phone's serial")
+    host: str = "127.0.0.1"
+    port: int = _opt(5555, min=1, max=65535)
+    # Relative paths are taken inside general.data_dir; created 0600 at first use.
+    key_file: Path = Path("phone_adbkey")
+    # Seconds between two reads of the phone's notifications: the inbound latency bound.
+    poll_interval: float = _opt(3.0, min=0.2, max=300.0)
+    # Seconds between checks of lock state, Messages running and default-SMS role.
+    health_interval: float = _opt(30.0, min=1.0, max=3600.0)
+    # Seconds to wait for the phone's first answer; longer means "offline".
+    connect_timeout: float = _opt(5.0, min=0.5, max=120.0)
+    command_timeout: float = _opt(20.0, min=1.0, max=300.0)
+    # How long the phone's owner has to tap "Allow" on first pairing before we ask again.
+    auth_timeout: float = _opt(30.0, min=1.0, max=600.0)
+    home_country: str = _opt("DE", pattern=r"[A-Z]{2}", help="ISO 3166 alpha-2, e.g. DE, US")
+    # Also read content://sms/inbox, to catch texts that arrive while their conversation is
+    # open on the phone (Messages posts no notification then).
+    read_sms_provider: bool = True
+    # At start, texts in the SMS store this recent are looked at too. Short on purpose: a
+    # first start must not replay the phone's history into Matrix.
+    provider_lookback: float = _opt(600.0, min=0.0, max=86400.0)
+    # A provider row waits this long for its notification before it is taken on its own.
+    provider_grace: float = _opt(6.0, min=0.0, max=600.0)
+    max_send_attempts: int = _opt(5, min=1, max=50)
+    retry_delay: float = _opt(30.0, min=0.1, max=3600.0)
+    # Seconds to wait for Messages' compose screen and for the send to show.
+    ui_wait: float = _opt(8.0, min=0.5, max=120.0)
+    # Go back to the home screen when a conversation is left open on the phone.
+    leave_open_conversations: bool = True
+
+
 _MXID = r"@[a-z0-9._=/+\-]+:[A-Za-z0-9.\-]+(:[0-9]+)?"
 _LOCALPART = r"[a-z0-9._=/+\-]+"
 
@@ -155,6 +193,7 @@ class Config:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     modem: ModemConfig = field(default_factory=ModemConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    phone: PhoneConfig = field(default_factory=PhoneConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
 
     @property

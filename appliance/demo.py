@@ -70,6 +70,8 @@ class Demo:
         self.synapse: Any = None
         self.sim: Any = None
         self.sim_runner: Any = None
+        self.phone: Any = None
+        self.adb: Any = None
         self.appliance: Any = None
         self.web_runner: Any = None
 
@@ -99,6 +101,8 @@ class Demo:
     async def start(self) -> str:
         from aiohttp import web
 
+        from appliance.adbsim.device import SimPhone
+        from appliance.adbsim.server import AdbSimServer
         from appliance.config import Config
         from appliance.homeserver.bootstrap import bootstrap
         from appliance.homeserver.synapse import SynapseAdapter, SynapseServer
@@ -141,7 +145,13 @@ class Demo:
         link = self.state / "modem"
         self.sim = ModemSimulator(pin=None, link_path=link)
         self.sim.start()
-        self.sim_runner = web.AppRunner(make_sim_app(self.sim), access_log=None)
+        print("Starting the simulated Android phone…", flush=True)
+        self.phone = SimPhone()
+        self.phone.auto_accept = True  # the "Allow USB debugging?" tap, done for the demo
+        self.adb = AdbSimServer(self.phone).start()
+        control_app = make_sim_app(self.sim)
+        add_phone_routes(control_app, self.phone)
+        self.sim_runner = web.AppRunner(control_app, access_log=None)
         await self.sim_runner.setup()
         await web.TCPSite(self.sim_runner, "127.0.0.1", self.args.sim_control_port).start()
 
@@ -149,12 +159,21 @@ class Demo:
             {
                 "general": {"data_dir": str(data), "home_country": "DE", "log_level": "info"},
                 "modem": {"port": str(link), "sweep_interval": 30.0},
+                "phone": {
+                    "enabled": True,
+                    "transport": "tcp",
+                    "port": self.adb.port,
+                    "poll_interval": 1.0,
+                },
                 "bridge": {
                     "homeserver_url": self.synapse.url,
                     "server_name": SERVER_NAME,
                     "registration": str(result.registration_path),
                     "listen_port": self.args.bridge_port,
-                    "lines": [{"id": "sms", "members": [member], "owner": member}],
+                    "lines": [
+                        {"id": "sms", "members": [member], "owner": member},
+                        {"id": "phone", "kind": "phone", "members": [member], "owner": member},
+                    ],
                 },
             }
         )
@@ -176,6 +195,7 @@ class Demo:
         await web.TCPSite(self.web_runner, "127.0.0.1", self.args.web_port).start()
 
         control = f"127.0.0.1:{self.args.sim_control_port}"
+        net = f".venv/bin/python -m appliance network --control {control}"
         return f"""
 Textbridge demo is running (state in {self.state}).
 
@@ -188,8 +208,11 @@ Log in with Element (or any Matrix client) using that homeserver, user and passw
 SMS management room opens with the Textbridge bot; say "new +4915112345678" to text someone.
 
 Act as the phone network (another terminal, in this directory):
-  .venv/bin/python -m appliance network --control {control} send --from +4915112345678 --text "Hi!"
-  .venv/bin/python -m appliance network --control {control} sent      # what the modem sent
+  {net} send --from +4915112345678 --text "Hi!"
+  {net} sent      # what the modem sent
+and as the people texting the tethered phone (RCS, or --sms; --group NAME --members a,b):
+  {net} phone-send --from +4917612345678 --text "Hi!"
+  {net} phone-sent  # what the phone sent
 
 Ctrl-C stops everything.
 """
@@ -209,3 +232,35 @@ Ctrl-C stops everything.
         if self.sim is not None:
             with contextlib.suppress(Exception):
                 self.sim.stop()
+        if self.adb is not None:
+            with contextlib.suppress(Exception):
+                self.adb.shutdown()
+                self.adb.server_close()
+
+
+def add_phone_routes(app: Any, phone: Any) -> None:
+    """The simulated phone's side of the demo's network control (`network phone-send`)."""
+    from aiohttp import web
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.json()
+        sender, text = str(body.get("sender", "")), str(body.get("text", ""))
+        if not sender or not text:
+            return web.json_response({"error": "sender and text are needed"}, status=400)
+        members = body.get("members")
+        phone.receive(
+            sender,
+            text,
+            rcs=bool(body.get("rcs", True)),
+            group=body.get("group") or None,
+            members=tuple(str(m) for m in members) if members else None,
+        )
+        return web.json_response({"ok": True})
+
+    async def sent(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"messages": [{"to": list(m.recipients), "text": m.text} for m in phone.sent]}
+        )
+
+    app.router.add_post("/phone/receive", receive)
+    app.router.add_get("/phone/sent", sent)

@@ -23,7 +23,8 @@ def setup(level: str = "info") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Libraries that log request bodies or tokens at debug stay at warning.
-    for noisy in ("aiohttp.access", "mau.appservice.api", "gsmmodem"):
+    # adb_shell logs whole packets at debug level, and packets carry message texts.
+    for noisy in ("aiohttp.access", "mau.appservice.api", "gsmmodem", "adb_shell"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -123,6 +123,17 @@ class Appliance:
                 on_event=self.bridge.on_line_event,
                 pin=read_pin(config.modem.pin_file),
             )
+        if config.phone.enabled:
+            from appliance.phone.line import PhoneLine
+
+            key_file = config.phone.key_file
+            self.lines["phone"] = PhoneLine(
+                "phone",
+                config.phone,
+                self.store,
+                key_path=key_file if key_file.is_absolute() else data_dir / key_file,
+                on_event=self.bridge.on_line_event,
+            )
         await self.bridge.start()
         for line in self.lines.values():
             await line.start()

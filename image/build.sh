@@ -262,24 +262,46 @@ stage_rootfs() {
   write_settings
 
   mount_chroot
-  say "rootfs: /opt/textbridge venv from the wheelhouse (pip under qemu-user)"
   mkdir -p "$R/tmp/wh"
-  cp "$rt"/*.whl "$rt/install.txt" "$APP_WHEEL" "$R/tmp/wh/"
-  in_chroot python3 -m venv --system-site-packages /opt/textbridge
+  # The venvs' third-party part is slow to install under emulation and changes only with the
+  # base or the lock, so it is cached (as a tar of /opt/NAME) by those hashes.
+  local key cached
+  key="$(echo "$(base_hash) $(basename "$rt")" | sha)"; cached="$CACHE/venv-textbridge-$key.tar"
+  if [ -s "$cached" ]; then
+    say "rootfs: /opt/textbridge dependencies: cached"
+    tar -C "$R" -xf "$cached"
+  else
+    say "rootfs: /opt/textbridge venv from the wheelhouse (pip under qemu-user: slow)"
+    cp "$rt"/*.whl "$rt/install.txt" "$R/tmp/wh/"
+    in_chroot python3 -m venv --system-site-packages /opt/textbridge
+    in_chroot /opt/textbridge/bin/pip install --disable-pip-version-check --quiet --no-index \
+      --no-cache-dir --find-links /tmp/wh -r /tmp/wh/install.txt
+    tar -C "$R" -cf "$cached.part" opt/textbridge && mv "$cached.part" "$cached"
+    rm -rf "$R/tmp/wh"/*
+  fi
+  say "rootfs: the appliance into /opt/textbridge"
+  cp "$APP_WHEEL" "$R/tmp/wh/"
   in_chroot /opt/textbridge/bin/pip install --disable-pip-version-check --quiet --no-index \
-    --no-cache-dir --find-links /tmp/wh -r /tmp/wh/install.txt "/tmp/wh/$(basename "$APP_WHEEL")"
+    --no-cache-dir --no-deps --force-reinstall "/tmp/wh/$(basename "$APP_WHEEL")"
   in_chroot /opt/textbridge/bin/python -c 'import systemd.daemon, appliance, aiohttp, mautrix, serial, gsmmodem, cryptography, argon2; print("textbridge venv imports ok")'
-  in_chroot /opt/textbridge/bin/textbridge check-config /etc/textbridge/config.toml >/dev/null
+  in_chroot /opt/textbridge/bin/textbridge check-config --config /etc/textbridge/config.toml >/dev/null
   rm -rf "$R/tmp/wh"/*
 
   if [ "$HOMESERVER" = synapse ]; then
-    say "rootfs: /opt/synapse venv from the wheelhouse"
-    cp "$syn"/*.whl "$syn/install.txt" "$R/tmp/wh/"
-    in_chroot python3 -m venv /opt/synapse
-    in_chroot /opt/synapse/bin/pip install --disable-pip-version-check --quiet --no-index \
-      --no-cache-dir --find-links /tmp/wh -r /tmp/wh/install.txt
+    key="$(echo "$(base_hash) $(basename "$syn")" | sha)"; cached="$CACHE/venv-synapse-$key.tar"
+    if [ -s "$cached" ]; then
+      say "rootfs: /opt/synapse: cached"
+      tar -C "$R" -xf "$cached"
+    else
+      say "rootfs: /opt/synapse venv from the wheelhouse (pip under qemu-user: slow)"
+      cp "$syn"/*.whl "$syn/install.txt" "$R/tmp/wh/"
+      in_chroot python3 -m venv /opt/synapse
+      in_chroot /opt/synapse/bin/pip install --disable-pip-version-check --quiet --no-index \
+        --no-cache-dir --find-links /tmp/wh -r /tmp/wh/install.txt
+      tar -C "$R" -cf "$cached.part" opt/synapse && mv "$cached.part" "$cached"
+      rm -rf "$R/tmp/wh"/*
+    fi
     in_chroot /opt/synapse/bin/python -c 'import synapse; print("synapse", synapse.__version__)'
-    rm -rf "$R/tmp/wh"/*
   fi
   if [ "$HOMESERVER" = tuwunel ]; then
     say "rootfs: Tuwunel $TUWUNEL_VERSION"

@@ -28,6 +28,7 @@ from appliance.homeserver.synapse import DEFAULT_PYTHON, free_port
 pytestmark = [pytest.mark.synapse, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
+PHONE_CONTACT = "+4917612345678"
 NUMBER = "+4915112345678"
 # Starting Synapse, bootstrapping it and the bridge on a busy 2-core box.
 START_TIMEOUT = 240.0
@@ -308,6 +309,27 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
             await asyncio.sleep(0.5)
         assert out.count("hello back") == 1, out
         assert NUMBER in out, out
+
+        # The tethered phone: an RCS message reaches the family member, the reply goes out
+        # through Google Messages' UI on the (simulated) phone.
+        said = await network(
+            banner.control, "phone-send", "--from", PHONE_CONTACT, "--text", "rcs hi"
+        )
+        assert "delivered to the phone" in said, said
+        phone_room, event = await wait_for_text(client, "rcs hi")
+        assert "4917612345678" in event["sender"], event
+        sent = await client.room_send(
+            phone_room, "m.room.message", {"msgtype": "m.text", "body": "rcs reply"}
+        )
+        assert isinstance(sent, nio.RoomSendResponse), sent
+        deadline = time.monotonic() + 60
+        while True:
+            out = await network(banner.control, "phone-sent")
+            if "rcs reply" in out:
+                break
+            assert time.monotonic() < deadline, f"the reply never left the phone: {out!r}"
+            await asyncio.sleep(0.5)
+        assert out.count("rcs reply") == 1 and PHONE_CONTACT in out, out
 
         # The setup wizard answers on the web port.
         async with aiohttp.ClientSession() as http, http.get(banner.web_url) as resp:

@@ -158,6 +158,30 @@ async def test_an_old_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert created and row.id == 1
 
 
+async def test_a_version_1_file_from_a_development_build_is_migrated(tmp_path: Path) -> None:
+    from appliance.store.schema import MIGRATIONS
+
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        # As written before the partial indexes existed.
+        conn.execute("DROP INDEX outbox_parts_open")
+        conn.execute("DROP INDEX outbox_active")
+        conn.execute("CREATE INDEX outbox_conversation ON outbox (line_id, conversation, id)")
+        conn.execute("PRAGMA user_version = 1")
+    s = await Store.open(path)
+    assert await s.schema_version() == SCHEMA_VERSION == 2
+    row = await sent_row(s, "r", [5])
+    got = await s.outbox.apply_status_report("sms", 5, None, PartState.DELIVERED, None)
+    assert got is not None and got.id == row.id and got.state == Q.DELIVERED
+    await s.close()
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"outbox_active", "outbox_parts_open"} <= names
+    assert not {"outbox_conversation", "fragments_received"} & names
+
+
 async def test_check_reports_corruption(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     s = await Store.open(path)

@@ -50,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--reference", type=int, required=True, help="the part's TP-MR")
     report.add_argument("--status", type=lambda v: int(v, 0), default=0, help="TP-ST")
     sub.add_parser("status", help="print the simulator's state")
+    # The demo's simulated Android phone (RCS and SMS through Google Messages).
+    psend = sub.add_parser("phone-send", help="a message reaches the tethered phone (demo)")
+    psend.add_argument("--from", dest="sender", required=True, help="sender's number")
+    psend.add_argument("--text", required=True)
+    psend.add_argument("--sms", action="store_true", help="plain SMS instead of RCS")
+    psend.add_argument("--group", default=None, help="a group conversation's name")
+    psend.add_argument("--members", default=None, help="the group's numbers, comma-separated")
+    sub.add_parser("phone-sent", help="print what the phone sent (demo)")
 
 
 def _call(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -79,6 +87,24 @@ def run(args: argparse.Namespace) -> int:
             result = _call(base, "GET", "/sent")
             for message in result["messages"]:
                 print(f"{message['dest']}\t{message['text']}")
+        elif args.action == "phone-send":
+            members = [m for m in (args.members or "").split(",") if m]
+            _call(
+                base,
+                "POST",
+                "/phone/receive",
+                {
+                    "sender": args.sender,
+                    "text": args.text,
+                    "rcs": not args.sms,
+                    "group": args.group,
+                    "members": members or None,
+                },
+            )
+            print("delivered to the phone; it shows up at the next poll")
+        elif args.action == "phone-sent":
+            for message in _call(base, "GET", "/phone/sent")["messages"]:
+                print(f"{','.join(message['to'])}\t{message['text']}")
         elif args.action == "report":
             _call(base, "POST", "/report", {"reference": args.reference, "status": args.status})
             print(f"status report {args.status:#04x} sent for reference {args.reference}")

@@ -106,6 +106,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             WHERE state IN ('sent', 'trying')
         """,
     ),
+    # 2: indexes settled after version 1 had been written by development builds, some of
+    # which predate outbox_active/outbox_parts_open; IF [NOT] EXISTS makes every such file
+    # converge. fragments_received never served a query (expired() reads the few held
+    # parts in full) and only cost a write per part.
+    (
+        "DROP INDEX IF EXISTS fragments_received",
+        "DROP INDEX IF EXISTS outbox_conversation",
+        """
+        CREATE INDEX IF NOT EXISTS outbox_active ON outbox (line_id, conversation, id)
+            WHERE state IN ('queued', 'sending')
+        """,
+        """
+        CREATE INDEX IF NOT EXISTS outbox_parts_open ON outbox_parts (reference)
+            WHERE state IN ('sent', 'trying')
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
