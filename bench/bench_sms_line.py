@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.config import ModemConfig  # noqa: E402
-from appliance.sim.modem import ModemSimulator  # noqa: E402
-from appliance.sms.line import SmsLine  # noqa: E402
-from appliance.store import Store  # noqa: E402
-from appliance.store.models import OutboundRequest, OutboxState  # noqa: E402
+from appliance.config import ModemConfig
+from appliance.sim.modem import ModemSimulator
+from appliance.sms.line import SmsLine
+from appliance.store import Store
+from appliance.store.models import OutboundRequest, OutboxState
 
 N = 200
 
@@ -45,7 +45,7 @@ def _cpu() -> float:
 
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def main() -> None:
@@ -103,18 +103,21 @@ async def main() -> None:
         sim.stop()
 
     ms = 1000.0
+    rows = [
+        ("inbound +CMTI -> durable commit p50 (ms)", statistics.median(commit_lat) * ms),
+        ("inbound +CMTI -> durable commit p99 (ms)", _pct(commit_lat, 99) * ms),
+        ("inbound +CMTI -> deleted from SIM p50 (ms)", statistics.median(delete_lat) * ms),
+        ("inbound CPU per message (ms)", in_cpu / N * ms),
+        ("inbound bytes written per message", in_bytes / N),
+        ("outbound enqueue -> sent p50 (ms)", statistics.median(out_lat) * ms),
+        ("outbound enqueue -> sent p99 (ms)", _pct(out_lat, 99) * ms),
+        ("outbound CPU per message (ms)", out_cpu / N * ms),
+        ("outbound bytes written per message", out_bytes / N),
+    ]
     print(f"SMS line benchmark, {N} messages each way (simulated modem on a pty)")
     print(f"{'measure':<48} {'value':>12}")
-    print(f"{'inbound +CMTI -> durable commit p50 (ms)':<48} {statistics.median(commit_lat) * ms:>12.2f}")
-    print(f"{'inbound +CMTI -> durable commit p99 (ms)':<48} {_pct(commit_lat, 99) * ms:>12.2f}")
-    print(f"{'inbound +CMTI -> deleted from SIM p50 (ms)':<48} {statistics.median(delete_lat) * ms:>12.2f}")
-    print(f"{'inbound CPU per message (ms)':<48} {in_cpu / N * ms:>12.2f}")
-    print(f"{'inbound bytes written per message':<48} {in_bytes / N:>12.0f}")
-    print(f"{'outbound enqueue -> sent p50 (ms)':<48} {statistics.median(out_lat) * ms:>12.2f}")
-    print(f"{'outbound enqueue -> sent p99 (ms)':<48} {_pct(out_lat, 99) * ms:>12.2f}")
-    print(f"{'outbound CPU per message (ms)':<48} {out_cpu / N * ms:>12.2f}")
-    print(f"{'outbound bytes written per message':<48} {out_bytes / N:>12.0f}")
-
+    for name, value in rows:
+        print(f"{name:<48} {value:>12.2f}")
 
 if __name__ == "__main__":
     asyncio.run(main())

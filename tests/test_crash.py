@@ -127,9 +127,11 @@ multipart_timeout = 3600.0
         while time.monotonic() < settle_deadline:
             await asyncio.sleep(1.0)
             rows = [await store.outbox.by_request(f"req-{i}") for i in range(n_out)]
-            busy = [r for r in rows if r is None or r.state in (OutboxState.QUEUED, OutboxState.SENDING)]
+            unfinished = (OutboxState.QUEUED, OutboxState.SENDING)
+            busy = [r for r in rows if r is None or r.state in unfinished]
             inbox_count = len(await _all_inbox(store))
-            if not busy and not sim.storage and sim.network.pending == 0 and inbox_count >= len(injected):
+            drained = not sim.storage and sim.network.pending == 0
+            if not busy and drained and inbox_count >= len(injected):
                 break
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0

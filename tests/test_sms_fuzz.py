@@ -45,7 +45,8 @@ def _mutate(rng: random.Random, seed: bytes) -> bytes:
     elif how == 1:  # truncation
         del data[rng.randrange(1, len(data)) :]
     elif how == 2:  # a length field (SMSC, address, UDL, UDH) set to anything
-        i = rng.choice([0, min(len(data) - 1, data[0] + 2), len(data) // 2, rng.randrange(len(data))])
+        spots = [0, min(len(data) - 1, data[0] + 2), len(data) // 2, rng.randrange(len(data))]
+        i = rng.choice(spots)
         data[i] = rng.randrange(256)
     elif how == 3:  # random tail
         data += bytes(rng.randrange(256) for _ in range(rng.randint(1, 40)))
