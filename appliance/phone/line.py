@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.line import (
+    Announcer,
     LineCapabilities,
-    LineEvent,
     LineEventHandler,
     LineState,
     LineStatus,
@@ -117,13 +117,12 @@ class PhoneLine:
         self.config = config
         self.store = store
         self.key_path = key_path
-        self._on_event = on_event
         self._link_factory = link_factory
         self._clock = clock
         self._link: AdbLink | None = None
         self._phone: Phone | None = None
         self._health = _Health()
-        self._announced: set[str] = set()
+        self._announcer = Announcer(line_id, on_event)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._wake = asyncio.Event()
@@ -329,7 +328,7 @@ class PhoneLine:
                     await phone.go_home()
         else:
             # Announced again the next time it happens, without a "resolved" notice.
-            self._announced.discard("conversation-open")
+            self._announcer.forget("conversation-open")
         if health.locked:
             self._sendable.clear()
             self._set(LineState.DEGRADED, LOCKED)
@@ -638,23 +637,10 @@ class PhoneLine:
         self._announce(key, severity, text)
 
     def _announce(self, key: str, severity: Severity, text: str) -> None:
-        if key in self._announced:
-            return
-        self._announced.add(key)
-        self._emit(LineEvent(self.id, severity, text, key))
+        self._announcer.announce(key, severity, text)
 
     def _resolved(self, key: str, text: str) -> None:
-        if key in self._announced:
-            self._announced.discard(key)
-            self._emit(LineEvent(self.id, Severity.INFO, text, f"{key}-resolved"))
-
-    def _emit(self, event: LineEvent) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(event)
-        except Exception:
-            log.exception("line event handler failed")
+        self._announcer.resolved(key, text)
 
 
 def _mask_all(numbers: list[str]) -> str:
