@@ -110,3 +110,45 @@ class Announcer:
             self.handler(event)
         except Exception:
             logging.getLogger(__name__).exception("line event handler failed")
+
+
+@dataclass
+class LineHealth:
+    """What a line knows of its own health, for status() and the chat."""
+
+    state: LineState = LineState.STARTING
+    summary: str = "Starting."
+    last_error: str | None = None
+    last_error_at: float | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class LineReporting:
+    """The state-and-events half every line shares: a line sets `_health` (a LineHealth),
+    `_announcer` and `_clock` in its constructor and reports through these methods."""
+
+    _health: LineHealth
+    _announcer: Announcer
+    _clock: Callable[[], float]
+
+    def _count(self, name: str) -> None:
+        self._health.counters[name] = self._health.counters.get(name, 0) + 1
+
+    def _set(self, state: LineState, summary: str) -> None:
+        self._health.state = state
+        self._health.summary = summary
+
+    def _record_error(self, text: str) -> None:
+        self._health.last_error = text
+        self._health.last_error_at = self._clock()
+
+    def _down(self, text: str, *, key: str, severity: Severity = Severity.ERROR) -> None:
+        self._set(LineState.DOWN, text)
+        self._record_error(text)
+        self._announce(key, severity, text)
+
+    def _announce(self, key: str, severity: Severity, text: str) -> None:
+        self._announcer.announce(key, severity, text)
+
+    def _resolved(self, key: str, text: str) -> None:
+        self._announcer.resolved(key, text)

@@ -27,13 +27,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.line import (
     Announcer,
     LineCapabilities,
     LineEventHandler,
+    LineHealth,
+    LineReporting,
     LineState,
     LineStatus,
     Severity,
@@ -79,14 +81,10 @@ def default_link(config: PhoneConfig, key_path: Path) -> AdbLink:
 
 
 @dataclass
-class _Health:
-    state: LineState = LineState.STARTING
+class _Health(LineHealth):
     summary: str = "Looking for the phone."
     model: str | None = None
     android: str | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    counters: dict[str, int] = field(default_factory=dict)
     last_poll_ms: float | None = None
 
 
@@ -96,8 +94,10 @@ class _Pending:
     first_seen: float
 
 
-class PhoneLine:
+class PhoneLine(LineReporting):
     """A Line (see appliance.line) through an Android phone running Google Messages."""
+
+    _health: _Health
 
     kind = "phone"
     capabilities = LineCapabilities(groups=True, media=False, rcs=True)
@@ -617,30 +617,6 @@ class PhoneLine:
         await self.store.outbox.mark_ambiguous(row.id, text)
         self._record_error(text)
         log.warning("outbox row %d is ambiguous after the tap", row.id)
-
-    # -- state and events ------------------------------------------------------------------
-
-    def _count(self, name: str) -> None:
-        self._health.counters[name] = self._health.counters.get(name, 0) + 1
-
-    def _set(self, state: LineState, summary: str) -> None:
-        self._health.state = state
-        self._health.summary = summary
-
-    def _record_error(self, text: str) -> None:
-        self._health.last_error = text
-        self._health.last_error_at = self._clock()
-
-    def _down(self, text: str, *, key: str, severity: Severity = Severity.ERROR) -> None:
-        self._set(LineState.DOWN, text)
-        self._record_error(text)
-        self._announce(key, severity, text)
-
-    def _announce(self, key: str, severity: Severity, text: str) -> None:
-        self._announcer.announce(key, severity, text)
-
-    def _resolved(self, key: str, text: str) -> None:
-        self._announcer.resolved(key, text)
 
 
 def _mask_all(numbers: list[str]) -> str:

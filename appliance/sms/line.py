@@ -23,13 +23,15 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from appliance.config import ModemConfig
 from appliance.line import (
     Announcer,
     LineCapabilities,
     LineEventHandler,
+    LineHealth,
+    LineReporting,
     LineState,
     LineStatus,
     Severity,
@@ -70,8 +72,7 @@ REOPEN_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 @dataclass
-class _Health:
-    state: LineState = LineState.STARTING
+class _Health(LineHealth):
     summary: str = "Starting the SMS modem."
     info: ModemInfo | None = None
     operator: str | None = None
@@ -80,13 +81,12 @@ class _Health:
     storage: tuple[int, int] | None = None
     sim_state: str | None = None
     sim_attempts: int | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    counters: dict[str, int] = field(default_factory=dict)
 
 
-class SmsLine:
+class SmsLine(LineReporting):
     """A Line (see appliance.line) over a USB modem."""
+
+    _health: _Health
 
     kind = "modem"
     capabilities = LineCapabilities(groups=False, media=False, rcs=False)
@@ -681,27 +681,6 @@ class SmsLine:
                 raise
             except Exception:
                 log.exception("expiring multipart fragments failed")
-
-    # -- state and events ------------------------------------------------------------------
-
-    def _set(self, state: LineState, summary: str) -> None:
-        self._health.state = state
-        self._health.summary = summary
-
-    def _record_error(self, text: str) -> None:
-        self._health.last_error = text
-        self._health.last_error_at = self._clock()
-
-    def _down(self, text: str, *, key: str, severity: Severity = Severity.ERROR) -> None:
-        self._set(LineState.DOWN, text)
-        self._record_error(text)
-        self._announce(key, severity, text)
-
-    def _announce(self, key: str, severity: Severity, text: str) -> None:
-        self._announcer.announce(key, severity, text)
-
-    def _resolved(self, key: str, text: str) -> None:
-        self._announcer.resolved(key, text)
 
 
 class _Reopen(Exception):
