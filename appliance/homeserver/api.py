@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from appliance.files import write_secret_file
 from appliance.homeserver.base import (
     HomeserverError,
     HomeserverUnavailable,
@@ -30,7 +31,6 @@ from appliance.homeserver.base import (
     UserExists,
     UserNotFound,
 )
-from appliance.homeserver.registration import write_secret_file
 
 log = logging.getLogger(__name__)
 

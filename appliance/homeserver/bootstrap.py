@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from appliance.files import write_secret_file
 from appliance.homeserver.api import MatrixHttp, random_password
 from appliance.homeserver.base import (
     HomeserverAdapter,
@@ -36,7 +37,7 @@ from appliance.homeserver.base import (
     LoginFailed,
     UserExists,
 )
-from appliance.homeserver.registration import Registration, write_secret_file
+from appliance.homeserver.registration import Registration
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ exactly the shape `to_yaml` writes; it is not a general YAML parser.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from appliance.files import write_secret_file
 
 # 48 random bytes in URL-safe base64: 64 characters, 384 bits.
 _TOKEN_BYTES = 48
@@ -199,25 +199,3 @@ def _prefix_from(regexes: list[str]) -> str | None:
             return re.sub(r"\\(.)", r"\1", match.group(1))
     return None
 
-
-def write_secret_file(path: Path, text: str) -> None:
-    """Write `text` to `path` as 0600, atomically, so a reader never sees half a file and
-    a crash leaves either the old or the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        # mkstemp already creates 0600; fchmod makes it explicit whatever the umask.
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

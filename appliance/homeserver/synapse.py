@@ -27,9 +27,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from appliance.files import write_secret_file
 from appliance.homeserver.api import AdminCredentials, MatrixHttp, random_password
 from appliance.homeserver.base import HomeserverError, HomeserverUnavailable, UserExists
-from appliance.homeserver.registration import Registration, write_secret_file
+from appliance.homeserver.registration import Registration
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from appliance.files import write_secret_file
 from appliance.homeserver.api import (
     AdminCredentials,
     MatrixHttp,
@@ -34,7 +35,7 @@ from appliance.homeserver.api import (
     random_registration_token,
 )
 from appliance.homeserver.base import HomeserverError, HomeserverUnavailable, UserExists
-from appliance.homeserver.registration import Registration, RegistrationError, write_secret_file
+from appliance.homeserver.registration import Registration, RegistrationError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,37 @@
+"""Small durable private files: secrets, tokens, the web's state.
+
+Every write goes to a temporary file that is fsynced and renamed over the old one, and the
+directory is fsynced too: a power cut leaves the old or the new file, never half of one, and
+nothing is ever readable by others (0600 from the first byte, whatever the umask).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Write `text` to `path` as 0600, atomically."""
+    write_private(path, text.encode("utf-8"))
