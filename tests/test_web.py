@@ -1044,8 +1044,13 @@ def test_cli_serves_the_wizard(tmp_path: Path) -> None:
         assert "Create my account" in body
         key = tmp_path / "state" / "session.key"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
-        # HTTPS with the appliance's own certificate, trusted through its own root only.
-        context = ssl.create_default_context(cafile=str(tmp_path / "state" / "ca" / "ca.crt"))
+        # HTTPS with the appliance's own certificate, trusted through its own root only. The
+        # HTTP site comes up first; the CA is made (in a thread) before the HTTPS one.
+        ca_cert = tmp_path / "state" / "ca" / "ca.crt"
+        while not ca_cert.exists():
+            assert time.monotonic() < deadline + 20 and proc.poll() is None, "no CA made"
+            time.sleep(0.2)
+        context = ssl.create_default_context(cafile=str(ca_cert))
         reply = b""
         while not reply:
             try:
