@@ -152,11 +152,27 @@ class LineConfig:
 
 
 @dataclass(frozen=True)
+class UserCapConfig:
+    user: str = _opt("", pattern=_MXID, help="a Matrix ID like @anna:home.example")
+    daily: int = _opt(50, min=0, max=10000)
+
+
+@dataclass(frozen=True)
 class CapsConfig:
     # Texts one person may ask for in any 24 hours; 0 turns the cap off.
     daily_per_user: int = _opt(50, min=0, max=10000)
     # Refuse premium-rate, shared-cost and short-code numbers.
     block_premium: bool = True
+    # Refuse numbers in another country than the line's (international texts cost more).
+    international_allowed: bool = True
+    # Per-person caps that differ from daily_per_user (the dashboard sets these).
+    per_user: list[UserCapConfig] = field(default_factory=list)
+
+    def daily_for(self, user: str) -> int:
+        for cap in self.per_user:
+            if cap.user == user:
+                return cap.daily
+        return self.daily_per_user
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,15 @@ def is_premium_or_short(number: str, country: str) -> bool:
     return not phonenumbers.is_valid_number(parsed) and bool(
         shortnumberinfo.is_possible_short_number(parsed)
     )
+
+
+def is_international(number: str, country: str) -> bool:
+    """True when `number` is a phone number outside `country` (texts abroad cost more)."""
+    normalized = normalize(number, country)
+    if normalized.kind is not NumberKind.E164:
+        return False
+    parsed = phonenumbers.parse(normalized.value, None)
+    region = phonenumbers.region_code_for_number(parsed)
+    if region is None:
+        return True
+    return str(region) != country.upper()

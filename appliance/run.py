@@ -25,12 +25,13 @@ from aiohttp import web
 
 from appliance import log as applog
 from appliance import sdnotify
-from appliance.config import DEFAULT_PATH, Config, ConfigError
+from appliance.config import DEFAULT_PATH, Config, ConfigError, UserCapConfig
 
 log = logging.getLogger(__name__)
 
 MEMBERS_FILE = "members.json"
 OWNER_FILE = "owner.json"
+POLICY_FILE = "policy.json"
 # How often the files the web setup writes are looked at for changes.
 RELOAD_INTERVAL = 3.0
 
@@ -56,6 +57,7 @@ def apply_members(config: Config, web_state: Path) -> Config:
     to owner.json in its state directory; the owner becomes the owner of every line that
     names none, so line problems reach someone.
     """
+    config = _apply_policy(config, _read_json(web_state / POLICY_FILE))
     chosen = _read_json(web_state / MEMBERS_FILE)
     owner_data = _read_json(web_state / OWNER_FILE)
     owner = owner_data.get("mxid") if isinstance(owner_data, Mapping) else None
@@ -68,6 +70,33 @@ def apply_members(config: Config, web_state: Path) -> Config:
         new_owner = line.owner or (owner if isinstance(owner, str) else "")
         lines.append(dataclasses.replace(line, members=merged, owner=new_owner))
     return dataclasses.replace(config, bridge=dataclasses.replace(config.bridge, lines=lines))
+
+
+def _apply_policy(config: Config, policy: Any) -> Config:
+    """The cost guard as the owner set it in the dashboard (policy.json) replaces the
+    config file's [bridge.caps]."""
+    if not isinstance(policy, Mapping):
+        return config
+    caps = config.bridge.caps
+    try:
+        users = policy.get("users") or {}
+        per_user = [
+            UserCapConfig(user=str(mxid), daily=int(entry.get("daily_cap", caps.daily_per_user)))
+            for mxid, entry in users.items()
+            if isinstance(entry, Mapping)
+        ]
+        caps = dataclasses.replace(
+            caps,
+            daily_per_user=int(policy.get("default_daily_cap", caps.daily_per_user)),
+            block_premium=bool(policy.get("block_premium", True))
+            or bool(policy.get("block_short_codes", True)),
+            international_allowed=bool(policy.get("international_allowed", True)),
+            per_user=per_user,
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        log.error("ignoring the SMS cost guard settings: %s", exc)
+        return config
+    return dataclasses.replace(config, bridge=dataclasses.replace(config.bridge, caps=caps))
 
 
 def _read_json(path: Path) -> Any:
@@ -152,7 +181,7 @@ class Appliance:
 
     def _stamps(self) -> tuple[float, ...]:
         stamps = []
-        for name in (MEMBERS_FILE, OWNER_FILE):
+        for name in (MEMBERS_FILE, OWNER_FILE, POLICY_FILE):
             try:
                 stamps.append((self.web_state / name).stat().st_mtime)
             except OSError:

@@ -382,7 +382,17 @@ async def test_daily_cap_and_premium_numbers_are_refused(bridge_stack: BridgeSta
 
     from appliance.bridge import CapsConfig
 
-    stack.config = replace(stack.config, caps=CapsConfig(daily_per_user=2, block_premium=True))
+    from appliance.config import UserCapConfig
+
+    stack.config = replace(
+        stack.config,
+        caps=CapsConfig(
+            daily_per_user=2,
+            block_premium=True,
+            international_allowed=False,
+            per_user=[UserCapConfig(user=stack.member.mxid, daily=5)],
+        ),
+    )
     await stack.start()
     room, anna = await _portal_with_member(stack)
     assert stack.store is not None
@@ -394,11 +404,20 @@ async def test_daily_cap_and_premium_numbers_are_refused(bridge_stack: BridgeSta
     (notice,) = await anna.wait_for(room, _reply_to(stack.bot, third))
     assert "limit (2)" in notice["content"]["body"]
     assert await stack.store.outbox.by_request(third) is None
-    # The cap is per person: the other family member can still send.
+    # The cap is per person: the other family member can still send, and their own cap
+    # (5, set in the dashboard) is not the default.
     ben = stack.client(stack.member)
     await ben.join(room)
-    bens = await ben.say(room, "mine")
-    await _outbox_row(stack, bens)
+    for i in range(3):
+        await _outbox_row(stack, await ben.say(room, f"mine {i}"))
+
+    # Texts abroad switched off: a number in another country is refused, visibly.
+    abroad_room, _ = await _portal_with_member(stack, "+447700900123")
+    await ben.join(abroad_room)
+    away = await ben.say(abroad_room, "hello London")
+    (notice,) = await ben.wait_for(abroad_room, _reply_to(stack.bot, away))
+    assert "abroad" in notice["content"]["body"]
+    assert await stack.store.outbox.by_request(away) is None
 
     # A premium-rate number: the chat can exist (it texted us), replies are refused.
     premium_room, _ = await _portal_with_member(stack, "+499001234567")

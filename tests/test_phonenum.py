@@ -93,3 +93,13 @@ def test_any_input_gives_an_answer(raw: str) -> None:
     if n.kind is NumberKind.E164:
         assert n.value.startswith("+") and n.value[1:].isdigit()
     assert isinstance(is_premium_or_short(raw, "DE"), bool)
+
+
+def test_international_is_another_country_than_the_lines() -> None:
+    from appliance.phonenum import is_international
+
+    assert not is_international("+4915112345678", "DE")
+    assert not is_international("015112345678", "DE")
+    assert is_international("+447700900123", "DE")
+    assert is_international("+4915112345678", "GB")
+    assert not is_international("ACMEBANK", "DE")  # not a number at all: other rules apply

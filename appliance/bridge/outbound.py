@@ -25,7 +25,7 @@ from mautrix.types import (
 from appliance.bridge.appservice import RetryLater
 from appliance.bridge.db import Portal
 from appliance.bridge.text import plain_text, quote
-from appliance.phonenum import NumberKind, is_premium_or_short, normalize
+from appliance.phonenum import NumberKind, is_international, is_premium_or_short, normalize
 from appliance.sms import pdu
 from appliance.store.models import OutboundRequest
 
@@ -205,7 +205,18 @@ class Outbound:
                     "number, and texting it can cost a lot. Textbridge blocks such numbers.",
                 )
                 return
-        cap = self.bridge.config.caps.daily_per_user
+            if not self.bridge.config.caps.international_allowed and is_international(
+                portal.conversation, line.home_country
+            ):
+                await self.refuse(
+                    room_id,
+                    event_id,
+                    sender,
+                    f"Not sent: {portal.conversation} is a number abroad, and texts abroad are "
+                    "turned off on this Textbridge (the owner can allow them in the dashboard).",
+                )
+                return
+        cap = self.bridge.config.caps.daily_for(str(sender))
         if cap > 0:
             since = int(time.time() * 1000) - DAY_MS
             try:
