@@ -381,7 +381,6 @@ async def test_daily_cap_and_premium_numbers_are_refused(bridge_stack: BridgeSta
     from dataclasses import replace
 
     from appliance.bridge import CapsConfig
-
     from appliance.config import UserCapConfig
 
     stack.config = replace(
