@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MEMBERS_FILE = "members.json"
 OWNER_FILE = "owner.json"
 POLICY_FILE = "policy.json"
+CONTACTS_FILE = "contacts.vcf"
 # How often the files the web setup writes are looked at for changes.
 RELOAD_INTERVAL = 3.0
 
@@ -177,16 +178,34 @@ class Appliance:
         site = web.UnixSite(self._control_runner, str(self.control_socket))
         await site.start()
         os.chmod(self.control_socket, 0o660)
+        # An address book uploaded while the bridge was down is taken now.
+        await self._import_contacts()
         self._reload_task = asyncio.create_task(self._reload_loop(), name="reload-members")
 
     def _stamps(self) -> tuple[float, ...]:
         stamps = []
-        for name in (MEMBERS_FILE, OWNER_FILE, POLICY_FILE):
+        for name in (MEMBERS_FILE, OWNER_FILE, POLICY_FILE, CONTACTS_FILE):
             try:
                 stamps.append((self.web_state / name).stat().st_mtime)
             except OSError:
                 stamps.append(0.0)
         return tuple(stamps)
+
+    async def _import_contacts(self) -> None:
+        try:
+            vcf = (self.web_state / CONTACTS_FILE).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return
+        owner = _read_json(self.web_state / OWNER_FILE)
+        added_by = owner.get("mxid", "web") if isinstance(owner, Mapping) else "web"
+        try:
+            added = await self.bridge.import_contacts(
+                vcf, str(added_by), self.config.general.home_country
+            )
+        except Exception:
+            log.exception("importing the uploaded contacts failed")
+            return
+        log.info("contacts imported from the dashboard: %d numbers named", added)
 
     async def _reload_loop(self) -> None:
         """Membership changes made in the web setup take effect without a restart."""
@@ -195,7 +214,10 @@ class Appliance:
             stamps = self._stamps()
             if stamps == self._seen:
                 continue
+            contacts_changed = stamps[3] != self._seen[3]
             self._seen = stamps
+            if contacts_changed:
+                await self._import_contacts()
             config = apply_members(self.config, self.web_state)
             new = dataclasses.replace(config.bridge, database=self.bridge.config.database)
             self.bridge.config = new

@@ -631,6 +631,15 @@ async def test_bot_commands_answer(bridge_stack: BridgeStack) -> None:
     assert await stack.bridge.db.contact_name("+491701234567") == "Jörg Müller"
     assert await stack.bridge.db.contact_name("+491717654321") == "Jörg Müller"
 
+    # The address book the owner uploads in the dashboard goes the same way.
+    added = await stack.bridge.import_contacts(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Tante Ilse\r\nTEL:0170 1112223\r\nEND:VCARD\r\n",
+        stack.owner.mxid,
+        "DE",
+    )
+    assert added == 1
+    assert await stack.bridge.db.contact_name("+491701112223") == "Tante Ilse"
+
 
 async def test_line_events_and_quarantine_reach_the_management_rooms(
     bridge_stack: BridgeStack,

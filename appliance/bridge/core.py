@@ -286,6 +286,23 @@ class Bridge:
 
     # --- line events -----------------------------------------------------------------------
 
+    async def import_contacts(self, vcf: str, added_by: str, home_country: str) -> int:
+        """Names for numbers from an address book the owner uploaded in the dashboard;
+        returns how many numbers got a name. Ghosts and rooms are renamed to match."""
+        from appliance.bridge import contacts
+        from appliance.phonenum import NumberKind, normalize
+
+        added = 0
+        for card in contacts.parse(vcf):
+            for raw in card.numbers:
+                number = normalize(raw, home_country)
+                if number.kind is not NumberKind.E164:
+                    continue
+                if await self.db.set_contact(number.value, card.name, added_by):
+                    added += 1
+                    await self.portals.rename_for(number.value)
+        return added
+
     def on_line_event(self, event: LineEvent) -> None:
         """LineEventHandler: called by the lines, possibly often; shown once per change."""
         self._line_events.put_nowait(event)
