@@ -221,12 +221,10 @@ class Appliance:
             config = apply_members(self.config, self.web_state)
             new = dataclasses.replace(config.bridge, database=self.bridge.config.database)
             self.bridge.config = new
-            reload = getattr(self.bridge, "reload_config", None)
-            if reload is not None:
-                try:
-                    await reload()
-                except Exception:
-                    log.exception("applying new line members failed")
+            try:
+                await self.bridge.reload_config()
+            except Exception:
+                log.exception("applying new line members failed")
             log.info("line membership reloaded")
 
     async def stop(self) -> None:

@@ -45,6 +45,9 @@ from appliance.store import Store
 
 log = logging.getLogger(__name__)
 
+# After a reload that the homeserver could not finish (down, overloaded), it runs again.
+RECONCILE_RETRY_S = 30.0
+
 _SEVERITY_MARK = {Severity.INFO: "ℹ️", Severity.WARNING: "⚠️", Severity.ERROR: "❗"}
 
 
@@ -88,6 +91,11 @@ class Bridge:
         self._homeserver_ok = False
         self._ping_ms: int | None = None
         self._setup_error: str | None = None
+        # True once the setup is done; until then reload_config leaves the work to the
+        # setup, which reconciles with whatever config is current when it gets there.
+        self._set_up = False
+        self._reconcile_lock = asyncio.Lock()
+        self._reconcile_retry: asyncio.Task[None] | None = None
         self.unreachable: list[str] = []
         self.az.matrix_event_handler(self._on_event)
 
@@ -98,6 +106,7 @@ class Bridge:
         await self.db.prune_handled(self.now_ms() - 14 * 24 * 3600 * 1000)
         await self.az.start(host=self.config.listen_host, port=self.config.listen_port)
         self._started = True
+        self._set_up = False
         self._tasks = [
             asyncio.create_task(self._setup(), name="bridge-setup"),
             asyncio.create_task(self.inbound.run(), name="bridge-inbound"),
@@ -113,6 +122,12 @@ class Bridge:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        self._set_up = False
+        if self._reconcile_retry is not None:
+            self._reconcile_retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconcile_retry
+            self._reconcile_retry = None
         if self._started:
             await self.az.stop()
             await self.db.stop()
@@ -125,7 +140,7 @@ class Bridge:
             try:
                 await asyncio.wait_for(self._setup_once(), 60.0)
                 self._setup_error = None
-                return
+                break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -139,6 +154,12 @@ class Bridge:
                 )
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)
+        self._set_up = True
+        # Members added or removed while the bridge was down get their rooms now.
+        try:
+            await self.reload_config()
+        except Exception:
+            log.exception("reconciling the lines' members with their rooms failed")
 
     async def _setup_once(self) -> None:
         bot = self.az.intent
@@ -149,6 +170,15 @@ class Bridge:
             self._ping_ms = await self.az.ping_self()
         except Exception as exc:  # older homeservers lack the ping API
             log.info("appservice ping not answered: %s", exc)
+        await self._management_rooms(strict=True)
+        self.az.ready = True
+
+    async def _management_rooms(self, *, strict: bool) -> bool:
+        """A management room (with the welcome) for everyone on a line who has none.
+        `strict`: a homeserver error that a retry can fix is raised (the setup retries);
+        otherwise everything is logged, the next person is tried, and the result says
+        whether such an error happened."""
+        retry = False
         people: list[str] = []
         for line in self.config.lines:
             for person in line.everyone:
@@ -158,15 +188,75 @@ class Bridge:
         for person in people:
             try:
                 await self.bot.ensure_management_room(person)
-            except MatrixRequestError as exc:
-                if transient(exc):
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if strict and (transient(exc) or not isinstance(exc, MatrixRequestError)):
                     raise
                 # An account that does not exist (a typo in the config) must not keep the
                 # rest of the family from their rooms; health() names it.
                 log.warning("no management room for %s: %s", person, exc)
                 unreachable.append(person)
+                retry = retry or transient(exc)
         self.unreachable = unreachable
-        self.az.ready = True
+        return retry
+
+    async def reload_config(self) -> None:
+        """Make the rooms follow `self.config` after it was replaced (members.json,
+        owner.json changed in the web setup), and once after the setup at start.
+
+        Everyone on a line gets a management room; someone added to a line is invited to
+        the line's existing portals, someone removed is kicked from them (with a reason).
+        New owners get line events because those are addressed from the config each time.
+        Idempotent and cheap when nothing changed; a room that fails is logged and does not
+        hold up the others. It is retried on the next call, and if the homeserver was only
+        away or busy, by itself after RECONCILE_RETRY_S."""
+        try:
+            validate(self.config)
+        except Exception:
+            log.exception("the new bridge configuration is not usable; rooms left as they are")
+            return
+        if not self._set_up:
+            return  # the setup reconciles when it is done, with the config current then
+        async with self._reconcile_lock:
+            config = self.config
+            retry = await self._management_rooms(strict=False)
+            for line in config.lines:
+                try:
+                    portals = await self.db.portals(line.id)
+                except Exception:
+                    log.exception("portals of line %s not readable", line.id)
+                    continue
+                for portal in portals:
+                    if not portal.ready:
+                        continue  # its setup invites whoever is on the line by then
+                    try:
+                        await asyncio.wait_for(
+                            self.portals.sync_access(line, portal), SEND_TIMEOUT * 3
+                        )
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        retry = retry or transient(exc)
+                        log.warning(
+                            "members of portal %s (line %s) not updated, will retry: %s",
+                            portal.room_id,
+                            line.id,
+                            exc,
+                            exc_info=not transient(exc),
+                        )
+        pending = self._reconcile_retry
+        if retry and (pending is None or pending.done() or pending is asyncio.current_task()):
+            self._reconcile_retry = asyncio.create_task(
+                self._retry_reconcile(), name="bridge-reconcile-retry"
+            )
+
+    async def _retry_reconcile(self) -> None:
+        await asyncio.sleep(RECONCILE_RETRY_S)
+        try:
+            await self.reload_config()
+        except Exception:
+            log.exception("reconciling the lines' members with their rooms failed")
 
     # --- health --------------------------------------------------------------------------
 

@@ -69,6 +69,24 @@ async def _upgrade_v1(conn: Connection) -> None:
 upgrade_table.register(_upgrade_v1, description="portals, ghosts, management rooms, contacts")
 
 
+async def _upgrade_v2(conn: Connection) -> None:
+    # Who the bridge has given access to each portal (invited, or found already in it).
+    # A reload compares this with the line's people: someone added to the line is invited
+    # once, someone removed is kicked, and a member who left a chat on purpose is not
+    # pulled back in by every reload. Portals from before v2 have no rows, so everyone on
+    # their line is invited once (that is the fix for members added after a room existed).
+    await conn.execute(
+        """CREATE TABLE portal_access (
+            room_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            PRIMARY KEY (room_id, user_id)
+        )"""
+    )
+
+
+upgrade_table.register(_upgrade_v2, description="who has access to which portal")
+
+
 @dataclass(frozen=True)
 class Portal:
     line_id: str
@@ -146,6 +164,25 @@ class BridgeDB:
 
     async def forget_portal(self, room_id: str) -> None:
         await self.db.execute("DELETE FROM portal WHERE room_id=$1", room_id)
+        await self.db.execute("DELETE FROM portal_access WHERE room_id=$1", room_id)
+
+    async def portal_access(self, room_id: str) -> set[str]:
+        rows = await self.db.fetch("SELECT user_id FROM portal_access WHERE room_id=$1", room_id)
+        return {str(r["user_id"]) for r in rows}
+
+    async def grant_access(self, room_id: str, user_ids: list[str]) -> None:
+        for user_id in user_ids:
+            await self.db.execute(
+                "INSERT INTO portal_access (room_id, user_id) VALUES ($1, $2) "
+                "ON CONFLICT (room_id, user_id) DO NOTHING",
+                room_id,
+                user_id,
+            )
+
+    async def revoke_access(self, room_id: str, user_id: str) -> None:
+        await self.db.execute(
+            "DELETE FROM portal_access WHERE room_id=$1 AND user_id=$2", room_id, user_id
+        )
 
     # --- management rooms --------------------------------------------------------------
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from mautrix.appservice import IntentAPI
-from mautrix.errors import MatrixRequestError
+from mautrix.errors import MatrixRequestError, MForbidden
 from mautrix.types import Membership, RoomCreatePreset, RoomID, UserID
 
 from appliance.bridge.db import Portal
@@ -32,6 +33,9 @@ E2EE_WARNING = (
     "Texts in this room go out as SMS. SMS is not end-to-end encrypted: the phone network "
     "can read them, and so can anyone with access to this Textbridge."
 )
+
+# The reason shown to someone the owner took off a line, on the kick from each portal.
+REMOVED_REASON = "You no longer have access to this line"
 
 
 def escape_localpart(value: str) -> str:
@@ -149,8 +153,12 @@ class Portals:
         await bot.send_notice(room_id, E2EE_WARNING)
         await self.bridge.db.portal_ready(portal.room_id)
 
-    async def invite_members(self, line: LineConfig, portal: Portal) -> list[str]:
-        """Invite the line's people not yet in the room; returns who could not be invited."""
+    async def invite_members(
+        self, line: LineConfig, portal: Portal, *, only: Collection[str] | None = None
+    ) -> list[str]:
+        """Invite the line's people (or those of them in `only`) not yet in the room;
+        returns who could not be invited. Everyone else is recorded as having access, so
+        a later reload leaves alone a member who then left the chat on purpose."""
         room_id = RoomID(portal.room_id)
         bot = self.bridge.az.intent
         inviter = bot
@@ -160,6 +168,9 @@ class Portals:
                 self.ghost_mxid(portal.conversation, line.home_country)
             )
             extra = {"is_direct": True}
+        people = [p for p in line.everyone if only is None or p in only]
+        if not people:
+            return []
         members = await bot.get_members(room_id)
         present = {
             m.state_key
@@ -167,7 +178,7 @@ class Portals:
             if getattr(m.content, "membership", None) in (Membership.JOIN, Membership.INVITE)
         }
         failed = []
-        for member in line.everyone:
+        for member in people:
             if member in present:
                 continue
             try:
@@ -179,7 +190,51 @@ class Portals:
                 # the rest of the family carry on.
                 log.warning("could not invite %s to %s: %s", member, room_id, exc)
                 failed.append(member)
+        await self.bridge.db.grant_access(portal.room_id, [p for p in people if p not in failed])
         return failed
+
+    async def sync_access(self, line: LineConfig, portal: Portal) -> None:
+        """Bring the room in line with the line's people: whoever was added since the
+        bridge last looked is invited, whoever was removed is kicked. Cheap when nothing
+        changed (one bridge.db read), so a reload can call it for every portal."""
+        granted = await self.bridge.db.portal_access(portal.room_id)
+        wanted = line.everyone
+        added = [p for p in wanted if p not in granted]
+        removed = sorted(p for p in granted if p not in wanted)
+        if removed:
+            room_id = RoomID(portal.room_id)
+            members = await self.bridge.az.intent.get_members(room_id)
+            membership = {m.state_key: getattr(m.content, "membership", None) for m in members}
+            for person in removed:
+                if membership.get(person) in (Membership.JOIN, Membership.INVITE):
+                    await self.kick(line, portal, UserID(person))
+                    log.info("%s removed from portal %s (line %s)", person, room_id, line.id)
+                await self.bridge.db.revoke_access(portal.room_id, person)
+        if added:
+            failed = await self.invite_members(line, portal, only=added)
+            log.info(
+                "portal %s (line %s): invited %s",
+                portal.room_id,
+                line.id,
+                ", ".join(p for p in added if p not in failed) or "nobody",
+            )
+
+    async def kick(self, line: LineConfig, portal: Portal, user: UserID) -> None:
+        """Kick `user` as the bot. A 1:1 room is the ghost's, and the bot may lack the
+        power to kick there: the ghost raises the bot's power level first."""
+        room_id = RoomID(portal.room_id)
+        bot = self.bridge.az.intent
+        try:
+            await bot.kick_user(room_id, user, reason=REMOVED_REASON)
+            return
+        except MForbidden:
+            if portal.kind != "dm":
+                raise
+        ghost = self.bridge.az.intent.user(self.ghost_mxid(portal.conversation, line.home_country))
+        levels = await ghost.get_power_levels(room_id, ignore_cache=True)
+        levels.users[bot.mxid] = 100
+        await ghost.set_power_levels(room_id, levels)
+        await bot.kick_user(room_id, user, reason=REMOVED_REASON)
 
     async def rename_for(self, number: str) -> None:
         """After a contact import: the ghost's name and its 1:1 rooms' names follow."""
