@@ -72,6 +72,13 @@ class Web:
             return self.settings.homeserver_public_url
         return f"https://{self.server_name()}"
 
+    def homeserver_upstream(self) -> str | None:
+        """Where the HTTPS site proxies the Matrix client API to (loopback, plain HTTP)."""
+        if self.settings.homeserver_upstream:
+            return self.settings.homeserver_upstream
+        hs = self.homeserver()
+        return hs.url if hs is not None else None
+
     def ca(self) -> CertificateAuthority:
         return CertificateAuthority(self.state.dir / CA_DIR, self.server_name())
 
@@ -321,7 +328,7 @@ def make_templates() -> jinja2.Environment:
 
 
 def make_app(settings: WebSettings) -> web.Application:
-    from appliance.web import dashboard, wizard
+    from appliance.web import dashboard, matrix_proxy, wizard
 
     state = WebState(settings)
     w = Web(
@@ -344,6 +351,8 @@ def make_app(settings: WebSettings) -> web.Application:
     app = web.Application(
         client_max_size=MAX_UPLOAD,
         middlewares=[
+            # First: the Matrix paths (HTTPS only) skip the owner pages' middlewares below.
+            matrix_proxy.middleware,
             headers_middleware,
             local_only_middleware,
             session_middleware,
@@ -358,4 +367,5 @@ def make_app(settings: WebSettings) -> web.Application:
     app.router.add_static("/static", HERE / "static", show_index=False)
     wizard.add_routes(app)
     dashboard.add_routes(app)
+    matrix_proxy.add_routes(app, w.homeserver_upstream)
     return app

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which homeserver runs next to the bridge")
     parser.add_argument("--homeserver-url", default=None,
                         help="its client API on loopback, e.g. http://127.0.0.1:8008")
+    parser.add_argument("--homeserver-upstream", default=None,
+                        help="where the HTTPS site proxies /_matrix/ to "
+                        "(default: --homeserver-url, else the homeserver's own config)")
     parser.add_argument("--server-name", default=None, help="its server name (synapse only)")
     parser.add_argument("--public-url", default=None,
                         help="the address family members type into Element X")
@@ -67,6 +70,7 @@ def settings_from_args(args: argparse.Namespace) -> WebSettings:
         trust_local_only=not args.allow_remote_setup,
         secure_cookies=args.secure_cookies,
         homeserver_public_url=args.public_url,
+        homeserver_upstream=args.homeserver_upstream or url,
         log_file=args.log_file,
     )
 

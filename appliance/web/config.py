@@ -44,6 +44,9 @@ class WebSettings:
     secure_cookies: bool = False
     # The address family members type into Element X; derived from the server name if unset.
     homeserver_public_url: str | None = None
+    # The homeserver's client API on loopback, which the HTTPS site proxies `/_matrix/` to
+    # (matrix_proxy.py); None: the homeserver adapter's URL.
+    homeserver_upstream: str | None = None
     # Where the log view reads from: a file (tests, demo) or, when None, the journal.
     log_file: Path | None = None
     journal_units: tuple[str, ...] = ("textbridge", "textbridge-web")
