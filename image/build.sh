@@ -318,10 +318,11 @@ stage_rootfs() {
   say "rootfs: firmware partition files (raspi-firmware hooks)"
   local kver; kver="$(basename "$(ls -d "$R"/lib/modules/* | sort -V | tail -n1)")"
   in_chroot /etc/initramfs/post-update.d/z50-raspi-firmware "$kver" "/boot/initrd.img-$kver"
+  # The image's own systemd-sysusers (this machine's may not know newer sysusers.d syntax).
+  in_chroot systemd-sysusers
   umount_chroot
 
   say "rootfs: users, services, secrets out"
-  systemd-sysusers --root="$R" >/dev/null
   systemctl --root="$R" set-default multi-user.target >/dev/null
   systemctl --root="$R" enable systemd-networkd.service systemd-resolved.service \
     systemd-timesyncd.service avahi-daemon.service nftables.service ssh.service \
@@ -373,7 +374,10 @@ stage_disk() {
   local fsopts=(-q -F -t ext4 -m 1 -E "lazy_itable_init=0,lazy_journal_init=0" -U clear)
   export E2FSPROGS_FAKE_TIME="$SOURCE_DATE_EPOCH"
   mkfs.ext4 "${fsopts[@]}" -L "$ROOT_LABEL" -i 8192 -d "$R" "$d/root.img" "${root_mb}M"
-  mkfs.ext4 "${fsopts[@]}" -L "$DATA_LABEL" -E "root_owner=$uid:$gid" "$d/data.img" "${DATA_MB}M"
+  # The data filesystem is small in the image but grows with the card: 4 KiB blocks (mke2fs
+  # would pick 1 KiB for 64 MiB) and room in the group descriptors to grow to 1 TiB online.
+  mkfs.ext4 "${fsopts[@]}" -L "$DATA_LABEL" -T default -b 4096 -E "root_owner=$uid:$gid,resize=268435456" \
+    "$d/data.img" "${DATA_MB}M"
   unset E2FSPROGS_FAKE_TIME
   # -U clear then a fixed UUID would be reproducible; random UUIDs are fine (fstab uses labels).
   tune2fs -U random "$d/root.img" >/dev/null; tune2fs -U random "$d/data.img" >/dev/null
