@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "web": ("appliance.web.cli", "serve the setup wizard and the dashboard"),
     "phone": ("appliance.phone.cli", "pair with the Android phone and check its set-up"),
     "phone-sim": ("appliance.adbsim.cli", "run the simulated Android phone (ADB over TCP)"),
+    "wireguard": ("appliance.wireguard.cli", "apply or show the WireGuard remote access"),
     "run": ("appliance.run", "run the bridge, the lines and the store (the appliance)"),
     "demo": ("appliance.demo", "run the whole stack on this machine, on loopback"),
 }
