@@ -201,7 +201,7 @@ HOMESERVER_PORT=$port
 SERVER_NAME=$HOSTNAME_DEFAULT.local
 BRIDGE_URL=http://127.0.0.1:29330
 # Arguments of \`textbridge web\` (textbridge-web.service).
-WEB_ARGS="--homeserver $HOMESERVER --homeserver-url http://127.0.0.1:$port --server-name $HOSTNAME_DEFAULT.local"
+WEB_ARGS="--homeserver $HOMESERVER --homeserver-url http://127.0.0.1:$port --server-name $HOSTNAME_DEFAULT.local --https-port 443 --detect-addresses"
 CONF
   cat > "$R/etc/textbridge/config.toml" <<CONF
 # Textbridge appliance configuration (see docs/). Secrets are not kept here: they live in

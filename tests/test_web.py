@@ -1027,6 +1027,7 @@ def test_cli_serves_the_wizard(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "web", "--state-dir", str(tmp_path / "state"),
          "--host", "127.0.0.1", "--port", str(port), "--https-port", str(tls_port),
+         "--certificate-ip", "192.168.1.50",
          "--control-socket", str(tmp_path / "none.sock")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -1067,6 +1068,12 @@ def test_cli_serves_the_wizard(tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert reply.startswith(b"HTTP/1.1 200") and b"Create my account" in reply
         assert b"Secure" in reply.split(b"\r\n\r\n", 1)[0]  # the cookie over HTTPS
+        from cryptography import x509
+
+        server = x509.load_pem_x509_certificate(
+            (tmp_path / "state" / "ca" / "server.crt").read_bytes())
+        san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert "192.168.1.50" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
     finally:
         proc.terminate()
         proc.wait(10)

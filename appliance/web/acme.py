@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -149,7 +150,6 @@ class ChallengeStore:
 CHALLENGE_STORE_KEY = web.AppKey("acme_challenges", ChallengeStore)
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def _answer(store: ChallengeStore, token: str) -> web.Response:

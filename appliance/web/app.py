@@ -21,6 +21,7 @@ from appliance.web.config import CA_DIR, WebSettings
 from appliance.web.control_client import ControlClient
 from appliance.web.security import Session, Sessions, Throttle
 from appliance.web.state import WIZARD_STEPS, WebState, burn_verify, verify_password
+from appliance.web.tls import Certificates
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -45,6 +46,7 @@ class Web:
     by_account: Throttle
     templates: jinja2.Environment
     control: ControlClient | None
+    tls: Certificates
     started: float = field(default_factory=time.time)
     # Two people pressing "Create my account" at once must not both become the owner.
     owner_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -328,9 +330,20 @@ def make_templates() -> jinja2.Environment:
 
 
 def make_app(settings: WebSettings) -> web.Application:
-    from appliance.web import dashboard, matrix_proxy, wizard
+    from appliance.web import acme, dashboard, matrix_proxy, secure, wizard
 
     state = WebState(settings)
+    holder: list[Web] = []
+    tls = Certificates(
+        settings.state_dir,
+        lambda: holder[0].ca(),
+        hostnames=settings.extra_hostnames,
+        ips=settings.certificate_ips,
+        directory_url=settings.acme_directory,
+        ca_bundle=settings.acme_ca_bundle,
+        poll_interval=settings.acme_poll_interval,
+        detect_addresses=settings.detect_addresses,
+    )
     w = Web(
         settings=settings,
         state=state,
@@ -347,11 +360,16 @@ def make_app(settings: WebSettings) -> web.Application:
         ),
         templates=make_templates(),
         control=ControlClient(settings.control_socket) if settings.control_socket else None,
+        tls=tls,
     )
+    holder.append(w)
     app = web.Application(
         client_max_size=MAX_UPLOAD,
         middlewares=[
-            # First: the Matrix paths (HTTPS only) skip the owner pages' middlewares below.
+            # The ACME CA checks the domain from the internet, also before setup is done,
+            # when everything else answers only the home network: it goes ahead of all.
+            acme.challenge_middleware(tls.challenges),
+            # Then the Matrix paths (HTTPS only) skip the owner pages' middlewares below.
             matrix_proxy.middleware,
             headers_middleware,
             local_only_middleware,
@@ -367,5 +385,7 @@ def make_app(settings: WebSettings) -> web.Application:
     app.router.add_static("/static", HERE / "static", show_index=False)
     wizard.add_routes(app)
     dashboard.add_routes(app)
+    secure.add_routes(app)
     matrix_proxy.add_routes(app, w.homeserver_upstream)
+    app.on_cleanup.append(lambda _app: tls.close())
     return app

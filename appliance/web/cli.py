@@ -6,18 +6,17 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import ssl
 from pathlib import Path
 
 from aiohttp import web
 
 from appliance.homeserver import HomeserverAdapter, adapter_for
-from appliance.web.app import WEB_KEY, make_app
-from appliance.web.ca import CertificateAuthority
+from appliance.web.app import WEB_KEY, Web, make_app
 from appliance.web.config import WebSettings
 
 log = logging.getLogger(__name__)
-RENEW_CHECK_INTERVAL = 24 * 3600.0
+# Hourly: cheap (file reads), and a new DHCP address gets into the certificate soon.
+RENEW_CHECK_INTERVAL = 3600.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--https-port", type=int, default=0,
                         help="also serve HTTPS with the appliance's own certificate")
+    parser.add_argument("--certificate-ip", action="append", default=[],
+                        help="an address the home certificate must name (repeatable)")
+    parser.add_argument("--detect-addresses", action="store_true",
+                        help="also name this box's current home-network addresses in it, "
+                        "re-checked hourly (the appliance: the router may hand out another)")
     parser.add_argument("--homeserver", choices=["tuwunel", "synapse"], default="tuwunel",
                         help="which homeserver runs next to the bridge")
     parser.add_argument("--homeserver-url", default=None,
@@ -72,37 +76,44 @@ def settings_from_args(args: argparse.Namespace) -> WebSettings:
         homeserver_public_url=args.public_url,
         homeserver_upstream=args.homeserver_upstream or url,
         log_file=args.log_file,
+        certificate_ips=tuple(args.certificate_ip),
+        detect_addresses=args.detect_addresses,
     )
 
 
 async def serve(settings: WebSettings, https_port: int = 0) -> None:
     app = make_app(settings)
+    w = app[WEB_KEY]
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     log.info("web: listening on %s:%d", settings.host, settings.port)
-    ca: CertificateAuthority | None = None
-    context: ssl.SSLContext | None = None
     if https_port:
-        ca = app[WEB_KEY].ca()
-        await asyncio.to_thread(ca.ensure, settings.extra_hostnames, settings.certificate_ips)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(ca.server_cert_path, ca.server_key_path)
+        context = await asyncio.to_thread(w.tls.context)
         await web.TCPSite(runner, settings.host, https_port, ssl_context=context).start()
+        log.info("web: HTTPS on %s:%d", settings.host, https_port)
     try:
         while True:
             await asyncio.sleep(RENEW_CHECK_INTERVAL)
-            if ca is not None and context is not None:
-                renewed = await asyncio.to_thread(
-                    ca.ensure, settings.extra_hostnames, settings.certificate_ips
-                )
-                if renewed:
-                    # New handshakes use the new certificate; open connections keep theirs.
-                    context.load_cert_chain(ca.server_cert_path, ca.server_key_path)
-                    log.info("web: server certificate renewed")
+            if https_port:
+                await renew(w)
     finally:
         with contextlib.suppress(Exception):
             await runner.cleanup()
+
+
+async def renew(w: Web) -> None:
+    """The regular check: the home certificate (renewed in place when due; new handshakes use
+    it, open connections keep theirs) and the family domain's certificate from ACME."""
+    try:
+        if await asyncio.to_thread(w.tls.reload):
+            log.info("web: server certificate renewed")
+    except Exception:
+        log.exception("web: renewing the home certificate failed")
+    domain = str(w.state.setup().get("domain") or "")
+    if w.tls.renewal_due(domain):
+        log.info("web: the certificate for %s is due, ordering a new one", domain)
+        w.tls.start(domain)
 
 
 def run(args: argparse.Namespace) -> int:

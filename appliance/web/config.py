@@ -9,6 +9,7 @@ Files in `state_dir` (every one written atomically, 0600):
   policy.json     -- per-user daily SMS caps and the cost guard (read by the bridge)
   contacts.vcf    -- the imported address book (read by the bridge)
   ca/             -- the appliance's own certificate authority and server certificate
+  acme/           -- the family domain's certificate from an ACME CA, its keys, status.json
 """
 
 from __future__ import annotations
@@ -57,7 +58,14 @@ class WebSettings:
     login_max_delay: float = 900.0
     # Extra names and addresses for the server certificate (the Pi's LAN address).
     certificate_ips: tuple[str, ...] = ()
+    # Also put this box's own home-network addresses in it, as they are now (the appliance).
+    detect_addresses: bool = False
     extra_hostnames: tuple[str, ...] = field(default=("textbridge.local",))
+    # Where a certificate for the family's own domain comes from (RFC 8555 directory), and
+    # the CA bundle that server's HTTPS is checked with (None: the system's; tests: pebble).
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_ca_bundle: Path | None = None
+    acme_poll_interval: float = 2.0
 
     def path(self, name: str) -> Path:
         return self.state_dir / name

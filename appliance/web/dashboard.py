@@ -78,7 +78,10 @@ def bridge_problems(status: dict[str, Any] | None) -> list[str]:
     return problems
 
 
-async def dashboard(request: web.Request) -> web.Response:
+async def dashboard(request: web.Request, **extra: Any) -> web.Response:
+    """The status page; `extra` (a refused certificate form's errors) goes to the page."""
+    from appliance.web import secure
+
     _owner_only(request)
     w = get_web(request)
     hs = w.homeserver()
@@ -123,6 +126,8 @@ async def dashboard(request: web.Request) -> web.Response:
         fmt_time=lambda t: dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         if t
         else "",
+        cert_action="/certificate",
+        **{**secure.certificate_context(request), **extra},
     )
 
 

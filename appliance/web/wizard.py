@@ -44,7 +44,7 @@ def _first_open_step(done: set[int]) -> int:
     return next((s for s in range(1, WIZARD_STEPS + 1) if s not in done), WIZARD_STEPS)
 
 
-def _guard(request: web.Request, step: int) -> None:
+def guard(request: web.Request, step: int) -> None:
     w = get_web(request)
     if w.state.complete:
         if request.method == "GET":
@@ -57,7 +57,7 @@ def _guard(request: web.Request, step: int) -> None:
         raise web.HTTPSeeOther(f"/setup/{first_open}")
 
 
-def _page(request: web.Request, step: int, template: str, *, status: int = 200,
+def page(request: web.Request, step: int, template: str, *, status: int = 200,
           **context: Any) -> web.Response:
     return render(
         request,
@@ -90,11 +90,11 @@ async def start(request: web.Request) -> web.Response:
 
 async def show(request: web.Request) -> web.Response:
     step = _step(request)
-    _guard(request, step)
-    return _page(request, step, f"setup_{step}.html", **await _context(request, step))
+    guard(request, step)
+    return page(request, step, f"setup_{step}.html", **await step_context(request, step))
 
 
-async def _context(request: web.Request, step: int) -> dict[str, Any]:
+async def step_context(request: web.Request, step: int) -> dict[str, Any]:
     w = get_web(request)
     if step == 1:
         return {"owner": w.state.owner(), "errors": {}, "values": {}}
@@ -119,12 +119,14 @@ async def _context(request: web.Request, step: int) -> dict[str, Any]:
             "chosen": [],
         }
     if step == 5:
+        from appliance.web import secure
+
         ca = w.ca()
         await asyncio.to_thread(
             ca.ensure, w.settings.extra_hostnames, w.settings.certificate_ips
         )
         return {"ca": ca.info(), "server_name": w.server_name(),
-                "domain": w.state.setup().get("domain") or ""}
+                "cert_action": "/setup/5/acme", **secure.certificate_context(request)}
     owner = w.state.owner()
     return {
         "owner": owner,
@@ -136,7 +138,7 @@ async def _context(request: web.Request, step: int) -> dict[str, Any]:
 
 async def submit(request: web.Request) -> web.Response:
     step = _step(request)
-    _guard(request, step)
+    guard(request, step)
     w = get_web(request)
     if step == 1:
         return await _submit_owner(request)
@@ -148,10 +150,10 @@ async def submit(request: web.Request) -> web.Response:
             try:
                 domain = validate.hostname(raw)
             except validate.Invalid as exc:
-                ctx = await _context(request, 2)
+                ctx = await step_context(request, 2)
                 ctx["errors"] = {"domain": exc.message}
                 ctx["values"] = {"domain": raw}
-                return _page(request, 2, "setup_2.html", status=400, **ctx)
+                return page(request, 2, "setup_2.html", status=400, **ctx)
         w.state.mark_done(2, domain=domain or None)
     elif step == 6:
         w.state.finish()
@@ -185,7 +187,7 @@ async def _submit_owner(request: web.Request) -> web.Response:
         errors["password"] = exc.message
 
     def again_page(status: int = 400) -> web.Response:
-        return _page(request, 1, "setup_1.html", status=status, owner=None, errors=errors,
+        return page(request, 1, "setup_1.html", status=status, owner=None, errors=errors,
                      values=values)
 
     if errors:
@@ -239,12 +241,12 @@ async def _submit_owner(request: web.Request) -> web.Response:
 
 
 async def pin(request: web.Request) -> web.Response:
-    _guard(request, 3)
+    guard(request, 3)
     return await sim.handle_pin(request, "/setup/3", "setup_3.html", _extra(request, 3))
 
 
 async def test_sms(request: web.Request) -> web.Response:
-    _guard(request, 3)
+    guard(request, 3)
     return await sim.handle_test_sms(request, "/setup/3", "setup_3.html", _extra(request, 3))
 
 
@@ -258,7 +260,7 @@ def _extra(request: web.Request, step: int) -> dict[str, Any]:
 
 
 async def add_member(request: web.Request) -> web.Response:
-    _guard(request, 4)
+    guard(request, 4)
     w = get_web(request)
     lines, bridge_error = await family.known_lines(request)
     line_ids = [str(x.get("line_id")) for x in lines]
@@ -267,14 +269,14 @@ async def add_member(request: web.Request) -> web.Response:
     if not errors:
         errors = await family.add_member(request, values, chosen)
     if errors:
-        return _page(request, 4, "setup_4.html", status=400, members=w.state.family(),
+        return page(request, 4, "setup_4.html", status=400, members=w.state.family(),
                      lines=lines, bridge_error=bridge_error, errors=errors, values=values,
                      chosen=chosen)
     raise web.HTTPSeeOther(f"/setup/4/welcome/{values['username']}")
 
 
 async def set_lines(request: web.Request) -> web.Response:
-    _guard(request, 4)
+    guard(request, 4)
     return await set_member_lines(request, "/setup/4")
 
 
@@ -295,7 +297,7 @@ async def set_member_lines(request: web.Request, back: str) -> web.Response:
 
 
 async def welcome(request: web.Request) -> web.Response:
-    _guard(request, 4)
+    guard(request, 4)
     return await family.welcome(request, back="/setup/4")
 
 
