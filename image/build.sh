@@ -50,7 +50,7 @@ wheel_hash() {  # $1: runtime|synapse
   { echo "$PY_ABI $WHEEL_PLATFORMS"; cat "$TOP/requirements/$1.lock" "$HERE/lockfilter.py"; } | sha
 }
 tree_hash() {   # every file that ends up in the root filesystem besides the base
-  ( cd "$TOP" && find image systemd overlays appliance pyproject.toml requirements docs/image.md \
+  ( cd "$TOP" && find image systemd overlays appliance pyproject.toml requirements docs/image.md docs/wireguard.md \
       -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum )
 }
 inputs_hash() {
@@ -251,7 +251,7 @@ stage_rootfs() {
   cp -r --preserve=mode "$TOP/overlays/." "$R/"
   chown -R root:root "$R/etc" "$R/usr/lib/textbridge"
   local u
-  for u in "$TOP"/systemd/*.service "$TOP"/systemd/*.timer; do
+  for u in "$TOP"/systemd/*.service "$TOP"/systemd/*.timer "$TOP"/systemd/*.path; do
     install -m 0644 "$u" "$R/etc/systemd/system/"
   done
   for u in "$TOP"/systemd/*.d; do
@@ -259,6 +259,7 @@ stage_rootfs() {
     install -m 0644 "$u"/*.conf "$R/etc/systemd/system/$(basename "$u")/"
   done
   install -D -m 0644 "$TOP/docs/image.md" "$R/usr/share/doc/textbridge/image.md"
+  install -D -m 0644 "$TOP/docs/wireguard.md" "$R/usr/share/doc/textbridge/wireguard.md"
   write_settings
 
   mount_chroot
@@ -327,7 +328,8 @@ stage_rootfs() {
   systemctl --root="$R" enable systemd-networkd.service systemd-resolved.service \
     systemd-timesyncd.service avahi-daemon.service nftables.service ssh.service \
     textbridge-firstboot.service textbridge-homeserver.service textbridge.service \
-    textbridge-web.service textbridge-journal-save.timer textbridge-journal-save-shutdown.service >/dev/null 2>&1
+    textbridge-web.service textbridge-journal-save.timer textbridge-journal-save-shutdown.service \
+    textbridge-wireguard.service textbridge-wireguard.path >/dev/null 2>&1
   # systemd-firstboot would ask for a locale, time zone and root password on the console.
   systemctl --root="$R" mask systemd-firstboot.service >/dev/null
   ln -sf ../run/systemd/resolve/stub-resolv.conf "$R/etc/resolv.conf"

@@ -36,7 +36,7 @@ APPLIANCE_SERVICES = (
 
 
 def unit_files() -> list[Path]:
-    return sorted(p for p in UNITS.iterdir() if p.suffix in (".service", ".timer"))
+    return sorted(p for p in UNITS.iterdir() if p.suffix in (".service", ".timer", ".path"))
 
 
 def parse(path: Path) -> dict[str, dict[str, list[str]]]:
@@ -194,6 +194,20 @@ def test_bridge_is_notify_with_watchdog() -> None:
     assert service["WatchdogSec"] == ["30"]
     assert service["Restart"] == ["on-failure"]
     assert "dialout" in service["SupplementaryGroups"][-1].split()
+
+
+def test_wireguard_apply_is_oneshot_with_net_admin_only() -> None:
+    service = parse(UNITS / "textbridge-wireguard.service")["Service"]
+    assert service["Type"] == ["oneshot"]
+    assert service["User"] == ["textbridge"]
+    assert service["CapabilityBoundingSet"][-1].split() == ["CAP_NET_ADMIN"]
+    assert service["AmbientCapabilities"][-1].split() == ["CAP_NET_ADMIN"]
+    assert service["ExecStart"][-1].split()[1:3] == ["wireguard", "apply"]
+    watch = parse(UNITS / "textbridge-wireguard.path")
+    assert watch["Path"]["PathChanged"] == ["/var/lib/textbridge/web/wireguard.json"]
+    assert watch["Path"]["Unit"] == ["textbridge-wireguard.service"]
+    build = (REPO / "image/build.sh").read_text()
+    assert "textbridge-wireguard.service" in build and "textbridge-wireguard.path" in build
 
 
 def test_firstboot_runs_once() -> None:
