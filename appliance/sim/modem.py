@@ -310,6 +310,9 @@ class Network:
         self.submit_delay = 0.0
         # False delivers silently (no +CMTI), as when a notification is lost on the line.
         self.notify = True
+        # A text to the SIM's own number comes back to it, as on a real network (the HIL
+        # test of a real modem relies on that; hil/test_modem_hil.py).
+        self.loopback = True
         # USSD codes the network answers (AT+CUSD), e.g. the prepaid balance.
         self.ussd: dict[str, str] = {"*100#": "Guthaben: 5,00 EUR"}
         self._registered = True
@@ -1079,10 +1082,42 @@ class ModemSimulator:
             )
         )
         self._respond([[f"+CMGS: {mr}"]], "OK")
+        if self.network.loopback:
+            whole = self._to_self(submit.dest)
+            if whole is not None:
+                own = self.own_number
+
+                def back() -> None:
+                    self.network.deliver(own, whole)
+
+                self._after(self.network.report_delay, back)
         status = self.network.auto_report
         # The network reports only on parts that asked for it (TP-SRR).
         if status is not None and submit.request_status:
             self._after(self.network.report_delay, lambda: self.network.report(mr, status))
+
+    def _to_self(self, dest: str) -> str | None:
+        """The whole text once the last part of a message to the SIM's own number is in,
+        else None (another destination, or parts still to come)."""
+        digits = [c for c in dest if c.isdigit()]
+        if not digits or digits != [c for c in self.own_number if c.isdigit()]:
+            return None
+        last = self.network.sent[-1]
+        if last.concat is None or last.concat.total <= 1:
+            return last.text
+        key = (last.dest, last.concat.ref, last.concat.total)
+        texts: dict[int, str] = {}
+        # Back to this message's first part: an older message may have used the same
+        # reference (they wrap at 256).
+        for part in reversed(self.network.sent):
+            if part.concat is None or (part.dest, part.concat.ref, part.concat.total) != key:
+                continue
+            texts.setdefault(part.concat.seq, part.text)
+            if part.concat.seq == 1:
+                break
+        if len(texts) < last.concat.total:
+            return None
+        return "".join(texts[n] for n in range(1, last.concat.total + 1))
 
     # -- handlers -------------------------------------------------------------------------
     # Each takes the text after the command name and returns its information lines; errors
