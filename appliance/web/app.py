@@ -330,7 +330,7 @@ def make_templates() -> jinja2.Environment:
 
 
 def make_app(settings: WebSettings) -> web.Application:
-    from appliance.web import acme, dashboard, matrix_proxy, secure, wizard
+    from appliance.web import acme, dashboard, matrix_proxy, remote, secure, wizard
 
     state = WebState(settings)
     holder: list[Web] = []
@@ -385,6 +385,7 @@ def make_app(settings: WebSettings) -> web.Application:
     app.router.add_static("/static", HERE / "static", show_index=False)
     wizard.add_routes(app)
     dashboard.add_routes(app)
+    remote.add_routes(app)
     secure.add_routes(app)
     matrix_proxy.add_routes(app, w.homeserver_upstream)
     app.on_cleanup.append(lambda _app: tls.close())

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.homeserver.base import HomeserverError, UserNotFound
-from appliance.web import backup, family, logs, plots, sim, validate
+from appliance.web import backup, family, logs, plots, remote, sim, validate
 from appliance.web.app import (
     get_web,
     plain_error,
@@ -191,6 +191,8 @@ async def family_remove(request: web.Request) -> web.Response:
             return plain_error(request, 502, "Home server problem",
                                f"The account could not be closed: {exc}. Nothing was changed.")
     w.state.remove_member(member.username)
+    # Their phones' WireGuard access ends with their membership.
+    await remote.forget_member(request, member.username)
     raise web.HTTPSeeOther("/family")
 
 

@@ -9,6 +9,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+from collections.abc import Callable
+from typing import TypeVar
+
+from appliance.wireguard import tunnel as wg_tunnel
+
+_T = TypeVar("_T")
 
 USERNAME_RE = re.compile(r"[a-z0-9._=-]{1,64}")
 HOSTNAME_LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -158,3 +164,24 @@ def passphrase(raw: str) -> str:
     if len(raw) > 1024:
         raise Invalid("That passphrase is too long.")
     return raw
+
+
+
+def _from_wireguard(check: Callable[[str], _T], raw: str) -> _T:
+    try:
+        return check(raw)
+    except wg_tunnel.Invalid as exc:
+        raise Invalid(exc.message) from exc
+
+
+def wireguard_endpoint_host(raw: str) -> str:
+    """The home's public name or address, for phones away (appliance/wireguard/tunnel.py)."""
+    return _from_wireguard(wg_tunnel.endpoint_host, raw)
+
+
+def wireguard_port(raw: str) -> int:
+    return _from_wireguard(wg_tunnel.endpoint_port, raw)
+
+
+def wireguard_device_name(raw: str) -> str:
+    return _from_wireguard(wg_tunnel.device_name, raw)
