@@ -398,3 +398,12 @@ def test_netlink_parse_info_of_a_device_dump() -> None:
     got = netlink.parse_info([back])
     assert got == DeviceConfig(priv, 51820, (a,), got.stats)
     assert got.stats[0].last_handshake is None
+
+
+def test_local_networks_are_read_from_the_system() -> None:
+    from appliance.wireguard import apply
+
+    nets = apply.local_networks()
+    assert ipaddress.IPv4Network("127.0.0.0/8") in nets
+    for _ in range(20):
+        assert not any(tunnel.choose_subnet(nets).overlaps(n) for n in nets)

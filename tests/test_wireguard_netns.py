@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -265,9 +266,12 @@ async def test_cli_apply_status_and_switching_off(net: Net) -> None:
     base = [sys.executable, "-m", "appliance", "wireguard"]
     opts = ["--state-dir", str(net.state_dir), "--netns", net.home]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    t0 = time.monotonic()
     first = subprocess.run([*base, "apply", *opts], capture_output=True, text=True, env=env,
                            timeout=60, cwd=REPO)
+    wall_ms = (time.monotonic() - t0) * 1000
     assert first.returncode == 0, first.stderr
+    print(f"\nCLI apply: {first.stdout.strip()}; whole process {wall_ms:.0f} ms")
     assert first.stdout.startswith("changed (userspace")
     second = subprocess.run([*base, "apply", *opts], capture_output=True, text=True, env=env,
                             timeout=60, cwd=REPO)
@@ -303,3 +307,40 @@ async def test_missing_wireguard_is_a_clear_error(net: Net) -> None:
     with pytest.raises(apply.NoWireGuard, match="no WireGuard module"):
         await _apply(net)
     assert state.interface not in sh("ip", "-n", net.home, "link").stdout
+
+
+async def test_from_the_web_page_to_the_tunnel(net: Net, web_factory: Any) -> None:
+    """The owner's page writes the state; the apply step puts it on the interface; the
+    config shown on the page gets the phone in; revoking on the page shuts it out."""
+    import html
+    import re
+
+    from tests.test_web_remote import GOOD, config_of, owner_client
+
+    c = await owner_client(web_factory)
+    # The page's state directory is this test's: point the apply step at it.
+    net.state_dir = Path(c.settings.state_dir)
+    status, text, _ = await c.submit("/remote", "/remote", GOOD | {"endpoint_host": HOME_IP})
+    assert status == 303, text
+    status, page, _ = await c.submit("/remote", "/remote/devices",
+                                     {"member": "anna", "device_name": "Anna's phone"})
+    assert status == 200, page
+    config = config_of(page)
+    result = await apply.apply(net.paths, netns=net.home, interface=net.wg_home)
+    assert result.changed and len(result.changes.upsert) == 1
+    state = tunnel.load(net.paths.state)
+    _start_http(net, state.appliance_address)
+    net.phone_from_config(config)
+    assert net.fetch(state.appliance_address) == BODY
+
+    (peer,) = state.peers
+    status, _, _ = await c.submit("/remote", f"/remote/devices/{peer.id}/revoke", {})
+    assert status == 303
+    result = await apply.apply(net.paths, netns=net.home, interface=net.wg_home)
+    assert result.changes.remove == (peer.public_key,)
+    public = keys.public_key(keys.load_or_create(net.paths.key))
+    net.in_away("wg", "set", net.wg_away, "peer", public, "remove")
+    net.phone_from_config(config)
+    assert net.fetch(state.appliance_address, timeout=2.0) is None
+    assert net.away_handshake() == 0
+    assert re.search(r"<strong>Anna", html.unescape((await c.page("/remote"))[1])) is None

@@ -19,6 +19,7 @@ from aiohttp import web
 from appliance.web import validate
 from appliance.web.app import Web, get_web, render, require_owner
 from appliance.web.family import qr_svg
+from appliance.wireguard import apply as wg_apply
 from appliance.wireguard import client, keys, tunnel
 from appliance.wireguard.tunnel import Tunnel
 
@@ -135,7 +136,10 @@ async def remote_settings(request: web.Request) -> web.Response:
     async with _lock(request):
         state = load(w)
         state = replace(state, enabled=enabled, endpoint_host=host, endpoint_port=port)
-        save(w, state.with_subnet())
+        if not state.subnet:
+            # Drawn once, away from the networks this box is on.
+            state = state.with_subnet(await asyncio.to_thread(wg_apply.local_networks))
+        save(w, state)
     raise web.HTTPSeeOther("/remote")
 
 

@@ -182,6 +182,21 @@ def status_sync(
     return _backend(interface, socket_dir).read()
 
 
+def local_networks(netns: str | None = None) -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks this machine is on (its home network among them), for the tunnel
+    subnet to avoid. Reading addresses needs no privilege; an error gives an empty list."""
+    try:
+        with _ipr(netns) as ipr:
+            return [
+                ipaddress.IPv4Interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}").network
+                for m in ipr.get_addr(family=socket.AF_INET)
+                if m.get_attr("IFA_ADDRESS")
+            ]
+    except Exception as exc:  # the subnet is still random; this only narrows the draw
+        log.warning("wireguard: could not read this machine's addresses: %s", exc)
+        return []
+
+
 def load(paths: Paths) -> tuple[Tunnel, str]:
     """The state and the appliance's private key (made now if this is the first use)."""
     state = tunnel.load(paths.state)
