@@ -407,3 +407,21 @@ def test_local_networks_are_read_from_the_system() -> None:
     assert ipaddress.IPv4Network("127.0.0.0/8") in nets
     for _ in range(20):
         assert not any(tunnel.choose_subnet(nets).overlaps(n) for n in nets)
+
+
+def test_wireguard_imports_nothing_above_it() -> None:
+    """One direction of imports: the web imports this package, never the reverse."""
+    import ast
+
+    allowed = {"appliance.files", "appliance.config", "appliance.log", "appliance"}
+    for path in sorted((Path(__file__).parent.parent / "appliance/wireguard").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                if name.startswith("appliance") and not name.startswith("appliance.wireguard"):
+                    assert name in allowed, f"{path.name} imports {name}"
+                assert not name.startswith("mautrix"), f"{path.name} imports {name}"
