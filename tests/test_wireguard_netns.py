@@ -344,3 +344,71 @@ async def test_from_the_web_page_to_the_tunnel(net: Net, web_factory: Any) -> No
     assert net.fetch(state.appliance_address, timeout=2.0) is None
     assert net.away_handshake() == 0
     assert re.search(r"<strong>Anna", html.unescape((await c.page("/remote"))[1])) is None
+
+
+NOBODY = 65534
+
+
+def _as_nobody(caps: str) -> list[str]:
+    """setpriv to an unprivileged user holding `caps` (e.g. "+net_admin") and nothing else:
+    what textbridge-wireguard.service gives the apply step (User= + AmbientCapabilities=)."""
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+            f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}",
+            "--bounding-set=-all,+net_admin"]
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or shutil.which("unshare") is None,
+                    reason="needs setpriv and unshare (util-linux)")
+def test_apply_needs_only_cap_net_admin(net: Net) -> None:
+    """As a user that is not root, the apply step fails without CAP_NET_ADMIN and works
+    with that one capability. The userspace daemon runs as the same user (its control
+    socket is its owner's only), its socket directory bind-mounted in a mount namespace of
+    its own, so nothing of this machine's /var/run/wireguard or /dev/net/tun changes."""
+    sfx = net.wg_home[3:]
+    name = f"wgn{sfx}"
+    base = Path(f"/tmp/tbwg-{sfx}")
+    sockets, state_dir = base / "sock", base / "state"
+    try:
+        for d in (base, sockets, state_dir):
+            d.mkdir(mode=0o700)
+            os.chown(d, NOBODY, NOBODY)
+        base.chmod(0o755)
+        Path("/var/run/wireguard").mkdir(parents=True, exist_ok=True)
+        daemon = subprocess.Popen(
+            # This machine's /dev/net/tun may be root's only (Debian's udev makes it 0666);
+            # a node of our own is bound over it inside the private mount namespace.
+            ["ip", "netns", "exec", net.home, "unshare", "-m", "sh", "-c",
+             f"mount --bind {sockets} /var/run/wireguard"
+             f" && mknod -m 666 {base}/tun c 10 200 && mount --bind {base}/tun /dev/net/tun"
+             " && exec " + " ".join(_as_nobody("+net_admin")) + f" wireguard-go -f {name}"],
+            env={**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        net.procs.insert(0, daemon)
+        _wait_socket(sockets / f"{name}.sock", daemon)
+        state = replace(_state(net), interface=name)
+        state, _ = state.add_device("Dan's phone", "dan")
+        tunnel.save(state_dir / tunnel.STATE_FILE, state)
+        for path in state_dir.iterdir():
+            os.chown(path, NOBODY, NOBODY)
+        cmd = [sys.executable, "-m", "appliance", "wireguard", "apply",
+               "--state-dir", str(state_dir), "--socket-dir", str(sockets)]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+
+        def run(caps: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["ip", "netns", "exec", net.home, *_as_nobody(caps), *cmd],
+                                  capture_output=True, text=True, env=env, timeout=60,
+                                  cwd=REPO)
+
+        denied = run("-all")
+        assert denied.returncode == 1, denied
+        assert "needs CAP_NET_ADMIN" in denied.stderr and "Traceback" not in denied.stderr
+        allowed = run("+net_admin")
+        assert allowed.returncode == 0, allowed.stderr
+        assert allowed.stdout.startswith("changed (userspace")
+        link = sh("ip", "-n", net.home, "addr", "show", name).stdout
+        assert f"inet {state.appliance_address}/24" in link and ",UP" in link
+        assert run("+net_admin").stdout.startswith("unchanged")
+        key = state_dir / tunnel.KEY_FILE
+        assert key.stat().st_uid == NOBODY and stat.S_IMODE(key.stat().st_mode) == 0o600
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -78,6 +78,21 @@ def apply_sync(
     socket_dir: Path = uapi.SOCKET_DIR,
 ) -> ApplyResult:
     """Blocking: run it through `apply()` (the executor) from async code."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        return _apply_sync(state, private_key, netns=netns, socket_dir=socket_dir)
+    except NetlinkError as exc:
+        if exc.code == errno.EPERM:
+            raise PermissionError(
+                f"not permitted to configure {state.interface}: this needs CAP_NET_ADMIN"
+            ) from exc
+        raise OSError(exc.code, f"netlink refused a change to {state.interface}: {exc}") from exc
+
+
+def _apply_sync(
+    state: Tunnel, private_key: str, *, netns: str | None, socket_dir: Path
+) -> ApplyResult:
     name = state.interface
     with _ipr(netns) as ipr:
         index = _index(ipr, name)
