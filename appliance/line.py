@@ -41,6 +41,16 @@ class LineStatus:
     last_error: str | None = None  # plain words
     last_error_at: float | None = None  # unix time
     details: dict[str, str] = field(default_factory=dict)  # model, IMEI tail, port, storage use
+    # Whether a text handed to the line now would go out now. None: READY or DEGRADED
+    # means yes (a modem with a weak signal still sends); a line whose DEGRADED states
+    # stop sending (a locked phone) says so. The bridge routes around a line that cannot.
+    can_send: bool | None = None
+
+    @property
+    def sending(self) -> bool:
+        if self.can_send is not None:
+            return self.can_send
+        return self.state in (LineState.READY, LineState.DEGRADED)
 
 
 class Severity(enum.StrEnum):

@@ -877,6 +877,7 @@ async def test_health_and_appservice_ping(bridge_stack: BridgeStack) -> None:
         "bridge-inbound",
         "bridge-delivery",
         "bridge-line-events",
+        "bridge-line-fallback",
     }
     assert stack.hs.registration.as_token not in str(body)
     assert stack.hs.registration.hs_token not in str(body)

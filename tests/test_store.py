@@ -385,6 +385,38 @@ async def test_ready_keeps_order_per_conversation(store: Store) -> None:
     assert [r.request.request_id for r in await ob.ready("phone", T0)] == ["p1"]
 
 
+async def test_reroute_moves_only_a_message_nothing_of_has_left(
+    store: Store, clock: FakeClock
+) -> None:
+    ob = store.outbox
+    row, _ = await ob.enqueue(req("r1", line="phone", meta={"room_id": "!r"}), 2)
+    # The phone line read it (ready), then failed before anything left: back to QUEUED.
+    await ob.mark_sending(row.id, line_id="phone")
+    await ob.mark_retry(row.id, "The phone is locked.", 60.0)
+    clock.advance(5)
+    assert await ob.reroute(row.id, "sms", "phone", {}) is None  # not on that line
+    moved = await ob.reroute(row.id, "phone", "sms", {"fallback": {"from": "phone"}})
+    assert moved is not None and moved.request.line_id == "sms" and moved.state == Q.QUEUED
+    assert moved.request.meta == {"room_id": "!r", "fallback": {"from": "phone"}}
+    assert moved.attempts == 0 and moved.error is None and moved.next_attempt_at == T0 + 5
+    assert [r.id for r in await ob.ready("sms", T0 + 5)] == [row.id]
+    assert await ob.ready("phone", T0 + 5) == []
+    # The phone line still holds the row it read earlier: it can no longer start it.
+    with pytest.raises(StoreStateError):
+        await ob.mark_sending(row.id, line_id="phone")
+    assert (await ob.get(row.id)) == moved
+    # In flight, ambiguous or partly sent: it stays where it is.
+    await ob.mark_sending(row.id, line_id="sms")
+    assert await ob.reroute(row.id, "sms", "phone", {}) is None
+    await ob.mark_part_sent(row.id, 0, 7)
+    await ob.mark_retry(row.id, "part 2 refused", 0.0)
+    assert await ob.reroute(row.id, "sms", "phone", {}) is None  # part 1 has gone
+    await ob.mark_sending(row.id, line_id="sms")
+    await ob.mark_ambiguous(row.id)
+    assert await ob.reroute(row.id, "sms", "phone", {}) is None
+    assert (await ob.get(row.id)).request.line_id == "sms"  # type: ignore[union-attr]
+
+
 async def test_retry_backs_off_and_blocks_its_conversation(store: Store, clock: FakeClock) -> None:
     ob = store.outbox
     a1, _ = await ob.enqueue(req("a1", "+491"), 1)

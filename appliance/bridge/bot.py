@@ -29,7 +29,9 @@ HELP = """Textbridge commands (write them here):
 • contacts import — add names for numbers: send a .vcf file (or paste a vCard) here
 • retry [n] — send again a text that failed or may not have gone out
 • cancel [n] — leave such a text unsent
-Texts you write in a contact's room go out as SMS."""
+Texts you write in a contact's room go out as SMS. Where the phone and the modem both reach
+a contact, write !line in that room to see or change the line: !line auto (the phone first,
+SMS through the modem when the phone cannot send), !line phone, !line sms."""
 
 WELCOME = (
     "Hello! This is your Textbridge room. Textbridge puts your family's phone texts into "

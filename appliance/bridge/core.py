@@ -39,6 +39,7 @@ from appliance.bridge.delivery import Delivery
 from appliance.bridge.inbound import SEND_TIMEOUT, Inbound, transient
 from appliance.bridge.outbound import Outbound
 from appliance.bridge.portal import Portals
+from appliance.bridge.route import Router, is_command
 from appliance.homeserver.registration import Registration
 from appliance.line import Line, LineEvent, Severity
 from appliance.store import Store
@@ -84,6 +85,7 @@ class Bridge:
         self.inbound = Inbound(self)
         self.delivery = Delivery(self)
         self.outbound = Outbound(self)
+        self.router = Router(self)
         self.bot = Bot(self)
         self._line_events: asyncio.Queue[LineEvent] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -112,6 +114,7 @@ class Bridge:
             asyncio.create_task(self.inbound.run(), name="bridge-inbound"),
             asyncio.create_task(self.delivery.run(), name="bridge-delivery"),
             asyncio.create_task(self._line_event_loop(), name="bridge-line-events"),
+            asyncio.create_task(self.router.run(), name="bridge-line-fallback"),
         ]
         log.info("bridge listening on %s:%d", self.config.listen_host, self.config.listen_port)
 
@@ -281,6 +284,8 @@ class Bridge:
             "outbound_refused": self.outbound.refused,
             "delivery_reported": self.delivery.reported,
             "delivery_error": self.delivery.last_error,
+            "rerouted": self.router.rerouted,
+            "reroute_error": self.router.last_error,
             "lines": {lid: str(line.status().state) for lid, line in self.lines.items()},
         }
 
@@ -462,12 +467,20 @@ class Bridge:
         if portal is not None:
             line = self.config.line(portal.line_id)
             if line is None:
+                # The line that made the room is gone; a line linked to it may remain.
+                lines = await self.router.lines(portal)
+                line = lines[0] if lines else None
+            if line is None:
                 await self.notice(
                     room_id,
                     f"Line {portal.line_id} is no longer set up; "
                     "texts from this room cannot go out.",
                     reply_to=event_id,
                 )
+                return
+            args = is_command(content) if event_type == "m.room.message" else None
+            if args is not None:
+                await self.router.command(portal, sender, event_id, args)
                 return
             await self.outbound.handle(portal, line, event_type, sender, event_id, content)
             return

@@ -87,6 +87,36 @@ async def _upgrade_v2(conn: Connection) -> None:
 upgrade_table.register(_upgrade_v2, description="who has access to which portal")
 
 
+async def _upgrade_v3(conn: Connection) -> None:
+    # Line selection. A contact's 1:1 room can serve several lines: the portal row stays
+    # keyed by the line that made the room, and each further line that reaches the same
+    # number gets a link to that room, so its texts land there instead of in a second room.
+    await conn.execute(
+        """CREATE TABLE portal_link (
+            line_id      TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            room_id      TEXT NOT NULL,
+            created_at   INTEGER NOT NULL,
+            PRIMARY KEY (line_id, conversation)
+        )"""
+    )
+    await conn.execute("CREATE INDEX portal_link_room ON portal_link (room_id)")
+    # How texts leave a room with several lines (auto | phone | sms), who set it, and the
+    # line the last inbound text came through (the room is told when that changes).
+    await conn.execute(
+        """CREATE TABLE portal_route (
+            room_id           TEXT PRIMARY KEY,
+            preference        TEXT NOT NULL DEFAULT 'auto',
+            set_by            TEXT,
+            set_at            INTEGER,
+            last_inbound_line TEXT
+        )"""
+    )
+
+
+upgrade_table.register(_upgrade_v3, description="line selection: linked lines, routes")
+
+
 @dataclass(frozen=True)
 class Portal:
     line_id: str
@@ -125,13 +155,69 @@ class BridgeDB:
     # --- portals ---------------------------------------------------------------------
 
     async def portal(self, line_id: str, conversation: str) -> Portal | None:
+        """The room for this line's conversation: its own, or the one it is linked to (a
+        contact's room shared with another line; `line_id` of the result is the line
+        that made the room)."""
         row = await self.db.fetchrow(
             "SELECT line_id, conversation, room_id, kind, ready FROM portal "
             "WHERE line_id=$1 AND conversation=$2",
             line_id,
             conversation,
         )
-        return _portal(row) if row else None
+        if row:
+            return _portal(row)
+        room_id = await self.db.fetchval(
+            "SELECT room_id FROM portal_link WHERE line_id=$1 AND conversation=$2",
+            line_id,
+            conversation,
+        )
+        return await self.portal_by_room(str(room_id)) if room_id is not None else None
+
+    async def link_portal(self, line_id: str, conversation: str, room_id: str) -> None:
+        await self.db.execute(
+            "INSERT INTO portal_link (line_id, conversation, room_id, created_at) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (line_id, conversation) DO NOTHING",
+            line_id,
+            conversation,
+            room_id,
+            _now_ms(),
+        )
+
+    async def linked_lines(self, room_id: str) -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT line_id FROM portal_link WHERE room_id=$1 ORDER BY created_at, line_id",
+            room_id,
+        )
+        return [str(r["line_id"]) for r in rows]
+
+    async def route(self, room_id: str) -> tuple[str, str | None]:
+        """(preference, line of the last inbound text) of a room; ("auto", None) if unset."""
+        row = await self.db.fetchrow(
+            "SELECT preference, last_inbound_line FROM portal_route WHERE room_id=$1", room_id
+        )
+        if not row:
+            return "auto", None
+        last = row["last_inbound_line"]
+        return str(row["preference"]), str(last) if last is not None else None
+
+    async def set_route(self, room_id: str, preference: str, set_by: str) -> None:
+        await self.db.execute(
+            "INSERT INTO portal_route (room_id, preference, set_by, set_at) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (room_id) DO UPDATE SET "
+            "preference=excluded.preference, set_by=excluded.set_by, set_at=excluded.set_at",
+            room_id,
+            preference,
+            set_by,
+            _now_ms(),
+        )
+
+    async def set_last_inbound_line(self, room_id: str, line_id: str) -> None:
+        await self.db.execute(
+            "INSERT INTO portal_route (room_id, last_inbound_line) VALUES ($1, $2) "
+            "ON CONFLICT (room_id) DO UPDATE SET last_inbound_line=excluded.last_inbound_line",
+            room_id,
+            line_id,
+        )
 
     async def portal_by_room(self, room_id: str) -> Portal | None:
         row = await self.db.fetchrow(
@@ -165,6 +251,8 @@ class BridgeDB:
     async def forget_portal(self, room_id: str) -> None:
         await self.db.execute("DELETE FROM portal WHERE room_id=$1", room_id)
         await self.db.execute("DELETE FROM portal_access WHERE room_id=$1", room_id)
+        await self.db.execute("DELETE FROM portal_link WHERE room_id=$1", room_id)
+        await self.db.execute("DELETE FROM portal_route WHERE room_id=$1", room_id)
 
     async def portal_access(self, room_id: str) -> set[str]:
         rows = await self.db.fetch("SELECT user_id FROM portal_access WHERE room_id=$1", room_id)

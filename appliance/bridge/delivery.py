@@ -91,9 +91,11 @@ class Delivery:
                 )
         elif state == OutboxState.SENT:
             await self.bridge.send_status(room_id, event_id, MessageStatus.SUCCESS)
+            await self._fallback_note(row, room_id, event_id)
         elif state == OutboxState.DELIVERED:
             if before != OutboxState.SENT:
                 await self.bridge.send_status(room_id, event_id, MessageStatus.SUCCESS)
+                await self._fallback_note(row, room_id, event_id)
             await self._receipt(row, room_id, event_id)
         elif state == OutboxState.FAILED:
             reason = row.error or "the phone network refused it"
@@ -137,6 +139,21 @@ class Delivery:
             )
         await self.bridge.store.outbox.mark_reported(row.id, state)
         self.reported += 1
+
+    async def _fallback_note(self, row: OutboxRow, room_id: RoomID, event_id: EventID) -> None:
+        """A text that went out through another line than the room's first says so."""
+        fallback = row.request.meta.get("fallback")
+        line = self.bridge.config.line(row.request.line_id)
+        if not isinstance(fallback, dict) or line is None:
+            return
+        how = "as SMS through the modem" if line.kind == "modem" else "through the phone"
+        reason = str(fallback.get("reason") or "the first line could not send")
+        await self.bridge.notice(
+            room_id,
+            f"Sent {how} (line {line.id}): {reason}.",
+            reply_to=event_id,
+            txn_id=f"tb-fallback-{row.id}",
+        )
 
     async def _notice(
         self, row: OutboxRow, room_id: RoomID, event_id: EventID, sender: UserID, text: str

@@ -39,6 +39,7 @@ MAX_BACKOFF = 30.0
 # every few seconds costs nothing and brings the backlog in soon after it returns.
 TRANSIENT_MAX_BACKOFF = 4.0
 ROW_KEY = "fi.textbridge.inbox_row"
+LINE_KEY = "fi.textbridge.line"  # which line the text came through
 
 
 def transient(exc: BaseException) -> bool:
@@ -132,6 +133,7 @@ class Inbound:
         ghost = await self.bridge.portals.ghost(msg.sender, line.home_country)
         await ghost.ensure_joined(room_id)
         txn = f"tb-inbox-{row.id}"
+        await self.bridge.router.mark_inbound(portal, line, txn, msg.sent_at)
         event_id: EventID | None = None
         if await self.bridge.db.inbox_attempted(row.id):
             event_id = await self._find_sent(room_id, row.id)
@@ -143,6 +145,7 @@ class Inbound:
                 "body": msg.body if msg.body else "(empty text)",
                 "m.mentions": {},
                 ROW_KEY: row.id,
+                LINE_KEY: line.id,
             }
             event_id = await ghost.send_message_event(
                 room_id,

@@ -79,12 +79,16 @@ class Outbound:
         content: dict[str, Any],
     ) -> None:
         room_id = RoomID(portal.room_id)
-        if sender not in line.everyone:
+        # Which of the room's lines carries the text is decided when it is queued (_send);
+        # here: is the sender on any of them at all.
+        lines = await self.bridge.router.lines(portal)
+        if not any(sender in x.everyone for x in lines or [line]):
+            ids = " or ".join(x.id for x in lines) or line.id
             await self.refuse(
                 room_id,
                 event_id,
                 sender,
-                f"Not sent: {sender} is not a member of line {line.id}, so texts from this "
+                f"Not sent: {sender} is not a member of line {ids}, so texts from this "
                 "account do not go out. The line's owner can add you in the Textbridge setup.",
             )
             return
@@ -173,6 +177,32 @@ class Outbound:
             "Send a message instead.",
         )
 
+    def number_problem(self, portal: Portal, line: LineConfig) -> str | None:
+        """Why a 1:1 text to this portal's number may not go through `line`, or None."""
+        if portal.kind != "dm":
+            return None
+        number = normalize(portal.conversation, line.home_country)
+        if number.kind is NumberKind.ALPHANUMERIC:
+            return (
+                f"Not sent: {portal.conversation} is a sender name, not a number; "
+                "it cannot receive replies."
+            )
+        if self.bridge.config.caps.block_premium and is_premium_or_short(
+            portal.conversation, line.home_country
+        ):
+            return (
+                f"Not sent: {portal.conversation} is a premium-rate, shared-cost or short "
+                "number, and texting it can cost a lot. Textbridge blocks such numbers."
+            )
+        if not self.bridge.config.caps.international_allowed and is_international(
+            portal.conversation, line.home_country
+        ):
+            return (
+                f"Not sent: {portal.conversation} is a number abroad, and texts abroad are "
+                "turned off on this Textbridge (the owner can allow them in the dashboard)."
+            )
+        return None
+
     async def _send(
         self, portal: Portal, line: LineConfig, sender: UserID, event_id: EventID, text: str
     ) -> None:
@@ -183,39 +213,23 @@ class Outbound:
                 return  # a redelivered transaction: already queued
         except Exception as exc:
             raise RetryLater("the store is not available") from exc
+        router = self.bridge.router
         if portal.kind == "dm":
-            number = normalize(portal.conversation, line.home_country)
-            if number.kind is NumberKind.ALPHANUMERIC:
-                await self.refuse(
-                    room_id,
-                    event_id,
-                    sender,
-                    f"Not sent: {portal.conversation} is a sender name, not a number; "
-                    "it cannot receive replies.",
-                )
-                return
-            if self.bridge.config.caps.block_premium and is_premium_or_short(
-                portal.conversation, line.home_country
-            ):
-                await self.refuse(
-                    room_id,
-                    event_id,
-                    sender,
-                    f"Not sent: {portal.conversation} is a premium-rate, shared-cost or short "
-                    "number, and texting it can cost a lot. Textbridge blocks such numbers.",
-                )
-                return
-            if not self.bridge.config.caps.international_allowed and is_international(
-                portal.conversation, line.home_country
-            ):
-                await self.refuse(
-                    room_id,
-                    event_id,
-                    sender,
-                    f"Not sent: {portal.conversation} is a number abroad, and texts abroad are "
-                    "turned off on this Textbridge (the owner can allow them in the dashboard).",
-                )
-                return
+            # Texts of this chat still waiting on a line that cannot send move on first,
+            # so this one does not overtake them.
+            try:
+                await router.fallback_once(portal.conversation)
+            except Exception as exc:
+                raise RetryLater("the store is not available") from exc
+        choice = await router.choose(portal, sender)
+        if choice.line is None:
+            await self.refuse(room_id, event_id, sender, choice.refusal or "Not sent.")
+            return
+        line = choice.line
+        problem = self.number_problem(portal, line)
+        if problem is not None:
+            await self.refuse(room_id, event_id, sender, problem)
+            return
         cap = self.bridge.config.caps.daily_for(str(sender))
         if cap > 0:
             since = int(time.time() * 1000) - DAY_MS
@@ -235,13 +249,20 @@ class Outbound:
         body = text
         if line.shared and line.relay_prefix:
             body = f"{await self.bridge.display_name(room_id, sender)}: {text}"
+        meta: dict[str, Any] = {"room_id": str(room_id), "event_id": str(event_id)}
+        if choice.route is not None:
+            # Read by the router (route "auto" may move on to the next line) and by the
+            # delivery report (a text that went through the fallback says so).
+            meta["route"] = choice.route
+        if choice.fallback is not None:
+            meta["fallback"] = {"from": None, "reason": choice.fallback}
         request = OutboundRequest(
             request_id=str(event_id),
             line_id=line.id,
             conversation=portal.conversation,
             body=body,
             requested_by=str(sender),
-            meta={"room_id": str(room_id), "event_id": str(event_id)},
+            meta=meta,
         )
         try:
             _row, created = await store.outbox.enqueue(request, sms_parts(body))
@@ -252,3 +273,11 @@ class Outbound:
         transport = self.bridge.lines.get(line.id)
         if transport is not None:
             transport.wake()
+        if created and choice.waits:
+            await self.bridge.notice(
+                room_id,
+                choice.waits,
+                reply_to=event_id,
+                mention=sender,
+                txn_id=f"tb-waits-{event_id}",
+            )

@@ -104,11 +104,26 @@ class Portals:
             portal = await self.bridge.db.portal(line.id, conversation)
             assert portal is not None
         if not portal.ready:
-            await self._finish(line, portal)
+            home = self.bridge.config.line(portal.line_id) or line
+            await self._finish(home, portal)
             portal = Portal(
                 portal.line_id, portal.conversation, portal.room_id, portal.kind, ready=True
             )
+        if portal.kind == "dm":
+            # One room per person: other lines that reach this number share it.
+            await self.bridge.router.link(portal)
         return portal
+
+    async def people(self, line: LineConfig, portal: Portal) -> list[str]:
+        """Everyone who belongs in the room: the people of its line and of the lines
+        linked to it (line selection), in that order."""
+        people = list(line.everyone)
+        if portal.kind == "dm":
+            for line_id in await self.bridge.db.linked_lines(portal.room_id):
+                other = self.bridge.config.line(line_id)
+                if other is not None:
+                    people.extend(p for p in other.everyone if p not in people)
+        return people
 
     def _topic(self, line: LineConfig, conversation: str, group: bool) -> str:
         who = f"group {conversation}" if group else format_display(conversation, line.home_country)
@@ -168,7 +183,7 @@ class Portals:
                 self.ghost_mxid(portal.conversation, line.home_country)
             )
             extra = {"is_direct": True}
-        people = [p for p in line.everyone if only is None or p in only]
+        people = [p for p in await self.people(line, portal) if only is None or p in only]
         if not people:
             return []
         members = await bot.get_members(room_id)
@@ -198,7 +213,7 @@ class Portals:
         bridge last looked is invited, whoever was removed is kicked. Cheap when nothing
         changed (one bridge.db read), so a reload can call it for every portal."""
         granted = await self.bridge.db.portal_access(portal.room_id)
-        wanted = line.everyone
+        wanted = await self.people(line, portal)
         added = [p for p in wanted if p not in granted]
         removed = sorted(p for p in granted if p not in wanted)
         if removed:

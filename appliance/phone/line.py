@@ -55,6 +55,7 @@ from appliance.phone.errors import (
 from appliance.phone.notifications import Notification, dedup_key, thread_id
 from appliance.phonenum import NumberKind, normalize
 from appliance.store import Store
+from appliance.store.errors import StoreStateError
 from appliance.store.models import InboundMessage, OutboxRow, PartState
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,8 @@ class PhoneLine(LineReporting):
             last_error=h.last_error,
             last_error_at=h.last_error_at,
             details=details,
+            # Locked, or Messages not running: DEGRADED, but nothing can be typed.
+            can_send=self._sendable.is_set() and h.state in (LineState.READY, LineState.DEGRADED),
         )
 
     async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109 - as SmsLine
@@ -550,7 +553,12 @@ class PhoneLine(LineReporting):
             return
         text = row.request.body
         async with self._ui:
-            await self.store.outbox.mark_sending(row.id)
+            try:
+                await self.store.outbox.mark_sending(row.id, line_id=self.id)
+            except StoreStateError:
+                # The bridge handed it to another line (or it was cancelled) meanwhile.
+                log.info("outbox row %d is no longer this line's to send", row.id)
+                return
             tapped = False
             try:
                 await phone.wake_screen()

@@ -58,6 +58,7 @@ from appliance.sms.modem import (
     StoredPdu,
 )
 from appliance.store import Store
+from appliance.store.errors import StoreStateError
 from appliance.store.models import InboundMessage, OutboxRow, PartState
 
 log = logging.getLogger(__name__)
@@ -623,7 +624,12 @@ class SmsLine(LineReporting):
             )
             return
         already = {p.index for p in row.parts if p.state != PartState.PENDING}
-        await self.store.outbox.mark_sending(row.id)
+        try:
+            await self.store.outbox.mark_sending(row.id, line_id=self.id)
+        except StoreStateError:
+            # The bridge handed it to another line (or it was cancelled) meanwhile.
+            log.info("outbox row %d is no longer this line's to send", row.id)
+            return
         for index, part in enumerate(parts):
             if index in already:
                 continue

@@ -277,12 +277,49 @@ class Outbox:
         await self._db.conn.execute(sql, (*columns.values(), row.id))
         return await self._one(row.id)
 
-    async def mark_sending(self, row_id: int) -> OutboxRow:
-        """Durable before the first byte goes to the modem: a crash after it is AMBIGUOUS."""
+    async def mark_sending(self, row_id: int, *, line_id: str | None = None) -> OutboxRow:
+        """Durable before the first byte goes to the modem: a crash after it is AMBIGUOUS.
+
+        `line_id`: the line that is about to send. If the row was handed to another line
+        (`reroute`) since that line read it, this raises StoreStateError and nothing is
+        written, so a message can never go out through two lines."""
         async with self._db.write():
-            return await self._move(
-                await self._one(row_id), Q.SENDING, "start sending", _FROM_QUEUED
+            row = await self._one(row_id)
+            if line_id is not None and row.request.line_id != line_id:
+                raise StoreStateError(
+                    f"outbox row {row_id} belongs to line {row.request.line_id} now, "
+                    f"not {line_id}"
+                )
+            return await self._move(row, Q.SENDING, "start sending", _FROM_QUEUED)
+
+    async def reroute(
+        self, row_id: int, from_line: str, to_line: str, meta: dict[str, Any]
+    ) -> OutboxRow | None:
+        """Hand a waiting message to another line; None (and nothing written) unless it is
+        QUEUED on `from_line` and no part of it has left.
+
+        Only a message that certainly did not go out may move: a QUEUED row with every part
+        PENDING was never accepted by any network (SENDING, AMBIGUOUS and partly sent rows
+        stay where they are, so the ambiguous-send policy holds across lines). `meta` is
+        merged into the request's meta; attempts and the error start again for the new
+        line, and it is due at once. With `mark_sending(line_id=...)` the old line cannot
+        start it any more after this commits."""
+        async with self._db.write() as conn:
+            row = await self._one(row_id)
+            if (
+                row.state != Q.QUEUED
+                or row.request.line_id != from_line
+                or any(p.state != PartState.PENDING for p in row.parts)
+            ):
+                return None
+            merged = json.dumps({**row.request.meta, **meta}, ensure_ascii=False, sort_keys=True)
+            now = self._db.clock()
+            await conn.execute(
+                "UPDATE outbox SET line_id = ?, meta = ?, attempts = 0, next_attempt_at = ?, "
+                "error = NULL, updated_at = ? WHERE id = ?",
+                (to_line, merged, now, now, row_id),
             )
+            return await self._one(row_id)
 
     async def mark_part_sent(self, row_id: int, index: int, reference: int) -> OutboxRow:
         """The modem accepted part `index` (0-based) and returned TP-MR `reference`."""

@@ -1,0 +1,358 @@
+"""Line selection between the phone and the modem, on real parts: Synapse on loopback, the
+modem simulator over a pty (SmsLine, real pyserial) and the simulated Android phone over
+the adb protocol (PhoneLine, adb-shell), one store and one bridge for both lines."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+
+from appliance.bridge import LineConfig
+from appliance.config import ModemConfig
+from appliance.line import LineState
+from appliance.phone.config import PhoneConfig
+from appliance.phone.line import PhoneLine
+from appliance.sim.modem import ModemSimulator
+from appliance.sms.line import SmsLine
+from appliance.store import Store
+from appliance.store.models import OutboxRow, OutboxState
+from tests.plugins.bridge import BridgeStack, Member, eventually, notices
+from tests.plugins.phone import AdbDevice, until
+
+pytestmark = pytest.mark.synapse
+
+NUMBER = "+4915112345678"
+ROUTE = "fi.textbridge.route"
+
+
+@dataclass
+class TwoLines:
+    stack: BridgeStack
+    sim: ModemSimulator
+    modem: SmsLine
+    phone: PhoneLine
+    device: AdbDevice
+
+    def phone_sent(self) -> list[str]:
+        return [s.text for s in self.device.phone.sent]
+
+    def modem_sent(self) -> list[str]:
+        return [text for dest, text in self.sim.network.sent_messages() if dest == NUMBER]
+
+    async def unplug_phone(self) -> None:
+        """The phone stops allowing Textbridge (key revoked) and the link drops: DOWN."""
+        self.device.phone.auto_accept = False
+        self.device.phone.revoke_keys()
+        self.device.server.unplug()
+        await until(lambda: self.phone.status().state == LineState.DOWN, 30, "phone down")
+
+    async def replug_phone(self) -> None:
+        self.device.phone.auto_accept = True
+        self.device.phone.accept_pending_key()
+        await until(lambda: self.phone.status().state == LineState.READY, 60, "phone ready")
+
+    async def row(self, event_id: str) -> OutboxRow:
+        assert self.stack.store is not None
+        row = await self.stack.store.outbox.by_request(event_id)
+        assert row is not None, f"no outbox row for {event_id}"
+        return row
+
+    async def room(self, body: str = "Hallo per RCS") -> tuple[Member, str]:
+        """A contact writes through the phone; anna joins the room."""
+        self.device.phone.receive(NUMBER, body)
+        room = await self.stack.portal_room(NUMBER, "phone", timeout=30)
+        anna = self.stack.client(self.stack.owner)
+        await anna.join(room)
+        await anna.wait_for(room, texts(self.stack.ghost(NUMBER), body), timeout=30)
+        return anna, room
+
+
+def texts(sender: str, body: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: (
+        e["type"] == "m.room.message"
+        and e["sender"] == sender
+        and e["content"].get("msgtype") == "m.text"
+        and e["content"].get("body") == body
+    )
+
+
+def says(stack: BridgeStack, words: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: notices(stack.bot)(e) and words in e["content"]["body"]
+
+
+async def room_state(client: Member, room: str, type_: str) -> dict[str, Any]:
+    state = await client.client.room_get_state(room)
+    content: dict[str, Any] = next(s for s in state.events if s["type"] == type_)["content"]
+    return content
+
+
+@pytest.fixture
+async def two_lines(
+    bridge_stack: BridgeStack,
+    modem_sim_factory: Callable[..., ModemSimulator],
+    adb_device: AdbDevice,
+) -> AsyncIterator[TwoLines]:
+    stack = bridge_stack
+    owner, member = stack.owner.mxid, stack.member.mxid
+    stack.config = replace(
+        stack.config,
+        lines=[
+            LineConfig(id="phone", kind="phone", owner=owner, members=[member]),
+            LineConfig(id="modem", kind="modem", owner=owner, members=[member]),
+        ],
+    )
+    link = stack.tmp / "modem"
+    sim = modem_sim_factory(pin=None, link_path=link)
+    stack.store = await Store.open(stack.tmp / "textbridge.db")
+    bridge = await stack.start()
+    modem = SmsLine(
+        "modem",
+        ModemConfig(port=str(link), sweep_interval=2.0, retry_delay=0.2, command_timeout=3.0),
+        stack.store,
+        on_event=bridge.on_line_event,
+    )
+    phone = PhoneLine(
+        "phone",
+        PhoneConfig(
+            enabled=True,
+            transport="tcp",
+            host="127.0.0.1",
+            port=adb_device.port,
+            poll_interval=0.1,
+            health_interval=0.5,
+            auth_timeout=2.0,
+            connect_timeout=1.0,
+            command_timeout=5.0,
+            retry_delay=0.2,
+            provider_grace=0.3,
+            ui_wait=1.0,
+        ),
+        stack.store,
+        key_path=adb_device.key_path,
+        on_event=bridge.on_line_event,
+    )
+    # The bridge holds this dict: status and wake reach the lines, across restarts too.
+    stack.lines["modem"] = modem
+    stack.lines["phone"] = phone
+    await modem.start()
+    await phone.start()
+    try:
+        assert await modem.wait_ready(30), modem.status().summary
+        assert await phone.wait_connected(30), phone.status().summary
+        await until(lambda: phone.status().state == LineState.READY, 30, "phone ready")
+        await stack.ready()
+        yield TwoLines(stack, sim, modem, phone, adb_device)
+    finally:
+        await phone.stop()
+        await modem.stop()
+
+
+async def test_one_room_for_both_lines_and_auto_goes_through_the_phone(
+    two_lines: TwoLines,
+) -> None:
+    t, stack = two_lines, two_lines.stack
+    assert stack.bridge is not None
+    anna, room = await t.room()
+    ghost = stack.ghost(NUMBER)
+
+    # The same number through the modem lands in the same room, marked as SMS.
+    t.sim.network.deliver(NUMBER, "Hallo per SMS")
+    (sms,) = await anna.wait_for(room, texts(ghost, "Hallo per SMS"), timeout=30)
+    assert sms["content"]["fi.textbridge.line"] == "modem"
+    assert await anna.wait_for(room, says(stack, "Received as SMS through the modem (line modem)"))
+    first = next(e for e in await anna.messages(room) if texts(ghost, "Hallo per RCS")(e))
+    assert first["content"]["fi.textbridge.line"] == "phone"
+    portal = await stack.bridge.db.portal("modem", NUMBER)
+    assert portal is not None and portal.room_id == room and portal.line_id == "phone"
+    assert [p.room_id for p in await stack.bridge.db.portals()] == [room]
+    # A text through the phone again says so once.
+    t.device.phone.receive(NUMBER, "Wieder RCS")
+    await anna.wait_for(room, texts(ghost, "Wieder RCS"), timeout=30)
+    assert await anna.wait_for(room, says(stack, "Received through the phone (line phone)"))
+
+    # The room shows its route: topic and state event.
+    topic = (await room_state(anna, room, "m.room.topic"))["topic"]
+    assert "Route: auto" in topic and "phone" in topic and "modem" in topic
+    route = await room_state(anna, room, ROUTE)
+    assert route["preference"] == "auto"
+    assert [x["id"] for x in route["lines"]] == ["phone", "modem"]
+
+    # auto, with the phone up: the reply goes through the phone, not the modem.
+    name = stack.owner.localpart
+    event_id = await anna.say(room, "Antwort")
+    await until(lambda: f"{name}: Antwort" in t.phone_sent(), 30, "sent by the phone")
+    await anna.wait_for(
+        room,
+        lambda e: (
+            e["type"] == "com.beeper.message_send_status"
+            and e["content"]["m.relates_to"]["event_id"] == event_id
+            and e["content"]["status"] == "SUCCESS"
+        ),
+        timeout=30,
+    )
+    row = await t.row(event_id)
+    assert row.request.line_id == "phone" and "fallback" not in row.request.meta
+    assert t.modem_sent() == []
+    assert not [e for e in await anna.messages(room) if says(stack, "Sent as SMS")(e)]
+
+
+async def test_phone_unplugged_or_failing_goes_through_the_modem_and_says_so(
+    two_lines: TwoLines,
+) -> None:
+    t, stack = two_lines, two_lines.stack
+    anna, room = await t.room()
+    name = stack.owner.localpart
+
+    # The phone no longer allows Textbridge: the text goes as SMS, and the room says why.
+    await t.unplug_phone()
+    event_id = await anna.say(room, "Bitte per SMS")
+    await until(lambda: f"{name}: Bitte per SMS" in t.modem_sent(), 30, "SMS sent")
+    (note,) = await anna.wait_for(room, says(stack, "Sent as SMS through the modem"), timeout=30)
+    assert note["content"]["body"] == (
+        "Sent as SMS through the modem (line modem): the phone is not connected."
+    )
+    assert note["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == event_id
+    assert (await t.row(event_id)).request.line_id == "modem"
+
+    # Back, but Messages' screen changed: the send fails before any tap, so nothing left
+    # the phone, and the waiting text is handed to the modem.
+    await t.replug_phone()
+    t.device.phone.faults.layout_changed = True
+    event_id = await anna.say(room, "Layout kaputt")
+    await until(lambda: f"{name}: Layout kaputt" in t.modem_sent(), 30, "SMS sent")
+    (note,) = await anna.wait_for(room, says(stack, "did not work"), timeout=30)
+    assert note["content"]["body"].startswith(
+        "Sent as SMS through the modem (line modem): sending through the phone (line phone) "
+        "did not work ("
+    )
+    assert t.phone_sent() == []
+    assert t.modem_sent() == [f"{name}: Bitte per SMS", f"{name}: Layout kaputt"]
+
+
+async def test_a_send_that_may_have_left_the_phone_is_not_repeated_on_the_modem(
+    two_lines: TwoLines,
+) -> None:
+    t, stack = two_lines, two_lines.stack
+    anna, room = await t.room()
+    name = stack.owner.localpart
+    # The tap reaches the phone, its answer does not: the text may have gone.
+    t.device.phone.faults.disconnect_on = "input tap"
+    t.device.phone.faults.after_effect = True
+    event_id = await anna.say(room, "Vielleicht weg")
+
+    async def ambiguous() -> bool:
+        row = await stack.store.outbox.by_request(event_id)  # type: ignore[union-attr]
+        return row is not None and row.state == OutboxState.AMBIGUOUS
+
+    await eventually(ambiguous, 30, "the send to be ambiguous")
+    await anna.wait_for(room, says(stack, "may or may not have reached"), timeout=30)
+    # The phone was DOWN for a while and is back; the router had every chance to move it.
+    await until(lambda: t.phone.status().state == LineState.READY, 60, "phone back")
+    await asyncio.sleep(3.0)
+    row = await t.row(event_id)
+    assert row.state == OutboxState.AMBIGUOUS and row.request.line_id == "phone"
+    assert t.phone_sent() == [f"{name}: Vielleicht weg"]
+    assert t.modem_sent() == []
+    assert not [e for e in await anna.messages(room) if says(stack, "Sent as SMS")(e)]
+
+
+async def test_line_command_changes_the_route_shows_it_and_survives_a_restart(
+    two_lines: TwoLines,
+) -> None:
+    t, stack = two_lines, two_lines.stack
+    anna, room = await t.room()
+    name = stack.owner.localpart
+
+    await anna.say(room, "!line")
+    await anna.wait_for(room, says(stack, "through the phone first"), timeout=30)
+    await anna.say(room, "!line sms")
+    (changed,) = await anna.wait_for(room, says(stack, "set this chat's route to sms"))
+    assert "as SMS through the modem only" in changed["content"]["body"]
+    assert "Route: sms" in (await room_state(anna, room, "m.room.topic"))["topic"]
+    assert (await room_state(anna, room, ROUTE))["preference"] == "sms"
+    # The command itself is not texted to anyone.
+    assert t.phone_sent() == [] and t.modem_sent() == []
+
+    event_id = await anna.say(room, "Nur SMS")
+    await until(lambda: f"{name}: Nur SMS" in t.modem_sent(), 30, "SMS")
+    assert (await t.row(event_id)).request.line_id == "modem"
+    assert t.phone_sent() == []
+
+    # A restart keeps the choice.
+    await stack.restart()
+    await stack.ready()
+    await anna.say(room, "!line")
+    await anna.wait_for(room, says(stack, "as SMS through the modem only (sms)"), timeout=30)
+    await anna.say(room, "Immer noch SMS")
+    await until(lambda: f"{name}: Immer noch SMS" in t.modem_sent(), 30, "SMS")
+    assert t.phone_sent() == []
+
+    # Phone only: while the phone is away the text waits (and says so), then goes by phone.
+    await anna.say(room, "!line phone")
+    await anna.wait_for(room, says(stack, "set this chat's route to phone"), timeout=30)
+    await t.unplug_phone()
+    event_id = await anna.say(room, "Warte aufs Telefon")
+    (waits,) = await anna.wait_for(room, says(stack, "waits for it"), timeout=30)
+    assert "The phone is not connected" in waits["content"]["body"]
+    assert "!line auto" in waits["content"]["body"]
+    await asyncio.sleep(3.0)
+    assert f"{name}: Warte aufs Telefon" not in t.modem_sent()
+    await t.replug_phone()
+    await until(lambda: f"{name}: Warte aufs Telefon" in t.phone_sent(), 30, "phone")
+    assert (await t.row(event_id)).request.line_id == "phone"
+
+
+async def test_a_member_of_one_line_only_is_routed_and_refused_by_line(
+    two_lines: TwoLines,
+) -> None:
+    t, stack = two_lines, two_lines.stack
+    assert stack.bridge is not None
+    anna, room = await t.room()
+    ben = stack.client(stack.member)
+    await ben.join(room)
+    # Ben may no longer send SMS (the modem costs money); he stays on the phone line.
+    lines = [
+        stack.config.lines[0],
+        replace(stack.config.lines[1], members=[]),
+    ]
+    stack.config = replace(stack.config, lines=lines)
+    stack.bridge.config = stack.config
+    await stack.bridge.reload_config()
+    members = await ben.client.joined_members(room)
+    assert stack.member.mxid in {m.user_id for m in members.members}  # type: ignore[union-attr]
+
+    await t.unplug_phone()
+    ben_waits = await ben.say(room, "Ben wartet")
+    (waits,) = await ben.wait_for(room, says(stack, "waits for it"), timeout=30)
+    assert f"{stack.member.mxid} is not a member of line modem" in waits["content"]["body"]
+    anna_sms = await anna.say(room, "Anna per SMS")
+    await until(lambda: any("Anna per SMS" in x for x in t.modem_sent()), 30, "SMS")
+    assert (await t.row(anna_sms)).request.line_id == "modem"
+    await asyncio.sleep(2.0)
+    assert not any("Ben wartet" in x for x in t.modem_sent())
+    assert (await t.row(ben_waits)).request.line_id == "phone"
+
+    # SMS only now: Ben's texts are refused, visibly, naming the line.
+    await anna.say(room, "!line sms")
+    await anna.wait_for(room, says(stack, "set this chat's route to sms"), timeout=30)
+    refused = await ben.say(room, "Ben per SMS")
+    (notice,) = await ben.wait_for(
+        room,
+        lambda e: (
+            says(stack, "is not a member of line modem")(e)
+            and e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+            == refused
+        ),
+        timeout=30,
+    )
+    assert notice["content"]["m.mentions"] == {"user_ids": [stack.member.mxid]}
+    assert await t.stack.store.outbox.by_request(refused) is None  # type: ignore[union-attr]
+
+    # The phone is back: Ben's waiting text goes through it (where he is a member).
+    await t.replug_phone()
+    await until(lambda: any("Ben wartet" in x for x in t.phone_sent()), 30, "phone")
+    assert not any("Ben" in x for x in t.modem_sent())
