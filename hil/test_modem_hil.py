@@ -24,13 +24,10 @@ Run: .venv/bin/python -m pytest hil/test_modem_hil.py -v -s
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -40,6 +37,7 @@ from appliance.sms import pdu
 from appliance.sms.line import SmsLine
 from appliance.store import Store
 from appliance.store.models import InboxRow, OutboundRequest, OutboxRow, OutboxState
+from tests.waiting import until
 
 PORT = os.environ.get("TEXTBRIDGE_HIL_MODEM", "")
 PIN_FILE = os.environ.get("TEXTBRIDGE_HIL_PIN_FILE", "")
@@ -68,16 +66,6 @@ def _say(text: str) -> None:
     print(f"\n>>> {text}", flush=True)
 
 
-async def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Rig:
@@ -100,7 +88,7 @@ class Rig:
             assert row.state not in (OutboxState.FAILED, OutboxState.AMBIGUOUS), row.error
             return row if row.state in states else None
 
-        row: OutboxRow = await _until(reached, timeout, f"text {row_id} in {states}")
+        row: OutboxRow = await until(reached, timeout, f"text {row_id} in {states}")
         return row
 
     async def received(self, check: Callable[[InboxRow], bool], timeout: float = WAIT
@@ -109,7 +97,7 @@ class Rig:
             rows = [r for r in await self.store.inbox.pending(limit=1000) if check(r)]
             return rows or None
 
-        rows: list[InboxRow] = await _until(found, timeout, "the text to arrive")
+        rows: list[InboxRow] = await until(found, timeout, "the text to arrive")
         return rows
 
 
@@ -171,7 +159,7 @@ async def test_texts_to_itself_arrive_once_whole_and_are_reported_delivered(rig:
         assert all(p.state == "delivered" for p in row.parts)
     # Each part is deleted from the SIM after the store committed it: its storage empties
     # again, and nothing is taken twice.
-    await _until(lambda: rig.line.status().details.get("storage", "").startswith("0 of"),
+    await until(lambda: rig.line.status().details.get("storage", "").startswith("0 of"),
                  WAIT, "the SIM's storage to be empty again")
     rows = await rig.store.inbox.pending(limit=1000)
     assert sum(1 for r in rows if tag in r.message.body) == 2
@@ -193,7 +181,7 @@ async def test_a_person_texts_the_sim_and_replugs_the_stick(rig: Rig) -> None:
     assert len(rows) == 1 and "🙂" in rows[0].message.body
     _say(f"received from {rows[0].message.sender}. Now unplug the modem stick, "
          "wait 5 seconds and plug it back in.")
-    await _until(lambda: rig.line.status().state == LineState.DOWN, WAIT, "the unplug")
+    await until(lambda: rig.line.status().state == LineState.DOWN, WAIT, "the unplug")
     _say("unplugged seen; plug it back in")
     assert await rig.line.wait_ready(WAIT), rig.line.status().summary
     _say(f"back: {rig.line.status().summary}. Text '{tag} again' to the SIM once more")

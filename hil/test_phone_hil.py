@@ -22,12 +22,10 @@ Run: .venv/bin/python -m pytest hil/test_phone_hil.py -v -s
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -39,6 +37,7 @@ from appliance.phone.line import PhoneLine
 from appliance.phone.notifications import MESSAGES_PACKAGE
 from appliance.store import Store
 from appliance.store.models import InboxRow, OutboundRequest, OutboxState
+from tests.waiting import until
 
 SERIAL = os.environ.get("TEXTBRIDGE_HIL_PHONE", "")
 PEER = os.environ.get("TEXTBRIDGE_HIL_PEER", "")
@@ -84,16 +83,6 @@ def _artifact(name: str, text: str) -> None:
         (Path(where) / name).write_text(text)
 
 
-async def _until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Rig:
@@ -106,7 +95,7 @@ class Rig:
             rows = await self.store.inbox.pending(limit=1000)
             return next((r for r in rows if r.message.body == body), None)
 
-        row: InboxRow = await _until(found, WAIT, f"a message {body!r} in the store")
+        row: InboxRow = await until(found, WAIT, f"a message {body!r} in the store")
         return row
 
     async def from_peer(self, recipients: list[str], body: str) -> None:
@@ -126,7 +115,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     line = PhoneLine("phone", config, store, key_path=KEY, on_event=events.append)
     await line.start()
     assert await line.wait_connected(90), line.status().summary
-    await _until(lambda: line.status().state == LineState.READY, 60, "the line to be ready")
+    await until(lambda: line.status().state == LineState.READY, 60, "the line to be ready")
     rig = Rig(line, store, events)
     peer_link = None
     if PEER_SERIAL:
@@ -165,7 +154,7 @@ async def test_send_to_second_phone(rig: Rig) -> None:
         OutboundRequest(f"hil-out-{time.time()}", "phone", PEER, body, "@hil:test"), 1
     )
     rig.line.wake()
-    await _until(
+    await until(
         lambda: _state(rig.store, row.id, OutboxState.SENT), WAIT, "the message to be sent"
     )
     if rig.peer is not None:
@@ -174,7 +163,7 @@ async def test_send_to_second_phone(rig: Rig) -> None:
             assert rig.peer is not None
             return any(m.text == body for n in await rig.peer.notifications() for m in n.messages)
 
-        await _until(arrived, WAIT, "the message on the second phone")
+        await until(arrived, WAIT, "the message on the second phone")
 
 
 async def test_receive_from_second_phone(rig: Rig) -> None:
@@ -202,7 +191,7 @@ async def test_group(rig: Rig) -> None:
         OutboundRequest(f"hil-g-{time.time()}", "phone", msg.conversation, reply, "@hil:test"), 1
     )
     rig.line.wake()
-    await _until(lambda: _state(rig.store, out.id, OutboxState.SENT), WAIT, "the group reply")
+    await until(lambda: _state(rig.store, out.id, OutboxState.SENT), WAIT, "the group reply")
 
 
 async def test_media_arrives_as_a_note(rig: Rig) -> None:
@@ -212,7 +201,7 @@ async def test_media_arrives_as_a_note(rig: Rig) -> None:
         rows = await rig.store.inbox.pending(limit=1000)
         return next((r for r in rows if "media_type" in r.message.meta), None)
 
-    row: InboxRow = await _until(media, WAIT, "a picture message")
+    row: InboxRow = await until(media, WAIT, "a picture message")
     assert row.message.note and "picture" in row.message.note
 
 

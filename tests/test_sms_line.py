@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,7 @@ from appliance.sms.line import SmsLine
 from appliance.sms.modem import Modem
 from appliance.store import Store
 from appliance.store.models import InboxRow, InboxState, OutboundRequest, OutboxState
-
-
-async def _until(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or check}")
+from tests.waiting import until
 
 
 class Harness:
@@ -42,7 +30,7 @@ class Harness:
             rows += await self.store.inbox.quarantined()
             return rows if len(rows) >= n else None
 
-        rows: list[InboxRow] = await _until(enough, timeout, f"{n} inbox rows")
+        rows: list[InboxRow] = await until(enough, timeout, f"{n} inbox rows")
         return rows
 
     async def send(self, body: str, dest: str = "+4915112345678", rid: str = "r1") -> int:
@@ -57,7 +45,7 @@ class Harness:
             row = await self.store.outbox.get(row_id)
             return row if row is not None and row.state in states else None
 
-        return await _until(reached, timeout, f"row {row_id} in {states}")
+        return await until(reached, timeout, f"row {row_id} in {states}")
 
 
 @pytest.fixture
@@ -98,7 +86,7 @@ async def test_inbound_single_is_committed_then_deleted(make_line: Any) -> None:
     msg = rows[0].message
     assert (msg.sender, msg.body, msg.sent_at) == ("+4915112345678", "Hallo, wie geht's? €", ts)
     assert msg.conversation == "+4915112345678"
-    await _until(lambda: not h.sim.storage, what="SIM storage emptied")
+    await until(lambda: not h.sim.storage, what="SIM storage emptied")
 
 
 async def test_inbound_alphabets_and_alphanumeric_sender(make_line: Any) -> None:
@@ -129,7 +117,7 @@ async def test_missing_part_is_delivered_with_a_marker_after_the_timeout(make_li
     assert len(parts) == 3
     h.sim.network.deliver_pdu(parts[0].hex())
     h.sim.network.deliver_pdu(parts[2].hex())
-    await _until(lambda: not h.sim.storage, what="parts taken")
+    await until(lambda: not h.sim.storage, what="parts taken")
     assert await h.store.inbox.pending() == []
     # The line's housekeeping runs every timeout/4 seconds; the parts expire after 10 s.
     rows = await h.inbox(1, timeout=30)
@@ -145,7 +133,7 @@ async def test_undecodable_pdu_is_quarantined_not_dropped(make_line: Any) -> Non
     rows = await h.inbox(1)
     assert rows[0].state == InboxState.QUARANTINED
     assert rows[0].message.raw and rows[0].message.note
-    await _until(lambda: not h.sim.storage, what="quarantined PDU deleted from the SIM")
+    await until(lambda: not h.sim.storage, what="quarantined PDU deleted from the SIM")
 
 
 async def test_swallowed_cmti_is_found_by_the_sweep(make_line: Any) -> None:
@@ -171,9 +159,9 @@ async def test_redelivered_duplicate_is_recognised(make_line: Any) -> None:
     (part,) = pdu.encode_deliver("+4915112345678", "only once", timestamp_ms=1_790_000_000_000)
     h.sim.network.deliver_pdu(part.hex())
     await h.inbox(1)
-    await _until(lambda: not h.sim.storage)
+    await until(lambda: not h.sim.storage)
     h.sim.network.deliver_pdu(part.hex())  # the network delivers the same SMS again
-    await _until(lambda: not h.sim.storage)
+    await until(lambda: not h.sim.storage)
     await asyncio.sleep(0.3)
     assert len(await h.store.inbox.pending()) == 1
 
@@ -245,8 +233,8 @@ async def test_order_per_conversation(make_line: Any) -> None:
 async def test_sim_pin_needed_is_reported_and_never_guessed(make_line: Any) -> None:
     h = await make_line(sim_kwargs={"pin": "4321"}, start=False)
     await h.line.start()
-    await _until(lambda: h.line.status().state == LineState.DOWN, what="line down")
-    await _until(lambda: any(e.key == "sim-locked" for e in h.events), what="PIN event")
+    await until(lambda: h.line.status().state == LineState.DOWN, what="line down")
+    await until(lambda: any(e.key == "sim-locked" for e in h.events), what="PIN event")
     assert not any(c.startswith("AT+CPIN=") for c in h.sim.commands)
     await h.line.enter_pin("4321")
     assert await h.line.wait_ready(20)
@@ -256,12 +244,12 @@ async def test_sim_pin_needed_is_reported_and_never_guessed(make_line: Any) -> N
 async def test_unplug_and_replug_recovers_and_tells(make_line: Any) -> None:
     h = await make_line()
     h.sim.faults.unplug()
-    await _until(lambda: h.line.status().state == LineState.DOWN, timeout=40, what="down")
+    await until(lambda: h.line.status().state == LineState.DOWN, timeout=40, what="down")
     h.sim.network.deliver("+4915112345678", "while unplugged")
     h.sim.faults.replug()
     rows = await h.inbox(1, timeout=60)
     assert rows[0].message.body == "while unplugged"
-    await _until(lambda: any(e.key == "unavailable-resolved" for e in h.events), timeout=20)
+    await until(lambda: any(e.key == "unavailable-resolved" for e in h.events), timeout=20)
 
 
 async def test_send_cut_off_after_the_pdu_is_ambiguous_and_the_line_goes_on(

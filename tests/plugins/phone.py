@@ -11,8 +11,6 @@ Fixtures:
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from appliance.phone.config import PhoneConfig
 from appliance.phone.line import PhoneLine
 from appliance.store import Store
 from appliance.store.models import InboxRow, OutboundRequest, OutboxRow, OutboxState
+from tests.waiting import until
 
 
 @dataclass
@@ -50,16 +49,6 @@ def adb_device(tmp_path: Path) -> Iterator[AdbDevice]:
         server.stop()
 
 
-async def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 @dataclass
