@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
-from appliance.line import Line, LineStatus
+from appliance.line import Line, LineStatus, Severity
 from appliance.log import mask_number
 from appliance.store.models import OutboundRequest, OutboxRow
 
@@ -209,6 +209,13 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 CONTROL_KEY = web.AppKey("control", Control)
 
 
+# Tells the appliance's owners something in their chat: (topic, key, severity, text) ->
+# whether it was sent (False: the same key was told already). The bridge's notify_owners.
+OwnerNotifier = Callable[[str, str, Severity, str], Awaitable[bool]]
+NOTICE_TOPIC_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+NOTICE_KEY_RE = re.compile(r"[A-Za-z0-9:._-]{1,128}")
+
+
 def make_control_app(
     *,
     lines: Mapping[str, Line],
@@ -217,6 +224,7 @@ def make_control_app(
     message_counts: MessageCounter | None = None,
     sample_interval: float = SIGNAL_SAMPLE_INTERVAL,
     bridge_health: HealthProbe | None = None,
+    notify_owners: OwnerNotifier | None = None,
 ) -> web.Application:
     if message_counts is None:
         # The real Store exposes the path of its SQLite file.
@@ -385,7 +393,33 @@ def make_control_app(
             }
         )
 
+    async def notice(request: web.Request) -> web.Response:
+        """The web service tells the owners in their chat (a certificate that could not be
+        renewed). Plain text only: the bridge sends it as a notice, never as HTML."""
+        body = await _json_body(request)
+        topic, key, text = body.get("topic"), body.get("key"), body.get("text")
+        severity = body.get("severity", "warning")
+        if not isinstance(topic, str) or not NOTICE_TOPIC_RE.fullmatch(topic):
+            return _error(400, "The topic must be a short lowercase name.")
+        if not isinstance(key, str) or not NOTICE_KEY_RE.fullmatch(key):
+            return _error(400, "The key must be 1 to 128 letters, digits or :._-")
+        if not isinstance(text, str) or not text.strip() or len(text) > 2000:
+            return _error(400, "The text must have 1 to 2000 characters.")
+        if any(ord(c) < 32 and c not in "\n\t" for c in text):
+            return _error(400, "The text must not contain control characters.")
+        if severity not in {s.value for s in Severity}:
+            return _error(400, "The severity must be info, warning or error.")
+        if notify_owners is None:
+            return _error(503, "The bridge is not running.")
+        try:
+            sent = await notify_owners(topic, key, Severity(severity), text.strip())
+        except Exception as exc:
+            log.warning("owner notice %s/%s not sent: %s", topic, key, exc)
+            return _error(503, "The notice could not be sent now; the homeserver may be away.")
+        return web.json_response({"sent": sent})
+
     app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/notices", notice)
     app.router.add_get("/v1/lines/{line_id}/sim", sim)
     app.router.add_post("/v1/lines/{line_id}/pin", pin)
     app.router.add_post("/v1/lines/{line_id}/test-sms", test_sms)

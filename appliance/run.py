@@ -169,7 +169,11 @@ class Appliance:
             await line.start()
         sims = {lid: line for lid, line in self.lines.items() if hasattr(line, "enter_pin")}
         app = make_control_app(
-            lines=self.lines, store=self.store, sim_control=sims, bridge_health=self.bridge.health
+            lines=self.lines,
+            store=self.store,
+            sim_control=sims,
+            bridge_health=self.bridge.health,
+            notify_owners=self.bridge.notify_owners,
         )
         self._control_runner = web.AppRunner(app, access_log=None)
         await self._control_runner.setup()

@@ -379,6 +379,29 @@ class Bridge:
         for person in people:
             await self.tell(person, text, txn_id=f"{txn_id}-{person}" if txn_id else None)
 
+    def owners(self) -> list[str]:
+        """Whoever owns a line: the people to tell about the appliance itself."""
+        people: list[str] = []
+        for line in self.config.lines:
+            if line.owner and line.owner not in people:
+                people.append(line.owner)
+        return people
+
+    async def notify_owners(self, topic: str, key: str, severity: Severity, text: str) -> bool:
+        """A notice about the appliance (not a line) for its owners, once per `key` of
+        `topic` (the web service's certificate, remote access): a daily check repeating
+        the same failure says it once; a new failure or the all-clear gets a new key.
+        Returns whether anything was sent."""
+        slot = f"notice:{topic}"
+        if await self.db.line_event_key(slot) == key:
+            return False
+        mark = _SEVERITY_MARK.get(severity, "")
+        owners = self.owners()
+        for person in owners:
+            await self.tell(person, f"{mark} {text}", txn_id=f"notice-{topic}-{key}-{person}")
+        await self.db.set_line_event_key(slot, key)
+        return bool(owners)
+
     # --- line events -----------------------------------------------------------------------
 
     async def import_contacts(self, vcf: str, added_by: str, home_country: str) -> int:

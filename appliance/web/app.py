@@ -84,6 +84,12 @@ class Web:
     def ca(self) -> CertificateAuthority:
         return CertificateAuthority(self.state.dir / CA_DIR, self.server_name())
 
+    async def tell_owners(self, topic: str, key: str, text: str, severity: str) -> bool:
+        """A notice in the owners' chat through the bridge (once per topic and key)."""
+        if self.control is None:
+            return False
+        return await self.control.notice(topic, key, text, severity)
+
 
 WEB_KEY = web.AppKey("textbridge_web", Web)
 SESSION_KEY = web.RequestKey("session", Session)
@@ -343,6 +349,7 @@ def make_app(settings: WebSettings) -> web.Application:
         ca_bundle=settings.acme_ca_bundle,
         poll_interval=settings.acme_poll_interval,
         detect_addresses=settings.detect_addresses,
+        notify=lambda topic, key, text, severity: holder[0].tell_owners(topic, key, text, severity),
     )
     w = Web(
         settings=settings,

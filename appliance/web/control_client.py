@@ -76,3 +76,11 @@ class ControlClient:
 
     async def stats(self, days: int = 14) -> dict[str, Any]:
         return await self._call("GET", f"/v1/stats?days={int(days)}")
+
+    async def notice(self, topic: str, key: str, text: str, severity: str = "warning") -> bool:
+        """Tell the appliance's owners in their chat, once per (topic, key)."""
+        reply = await self._call(
+            "POST", "/v1/notices",
+            {"topic": topic, "key": key, "text": text, "severity": severity},
+        )
+        return bool(reply.get("sent"))

@@ -26,7 +26,7 @@ import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +70,11 @@ def home_addresses() -> tuple[str, ...]:
     return tuple(found)
 
 
+# Tells the owners in their chat: (topic, key, text, severity) -> whether it was sent.
+Notifier = Callable[[str, str, str, str], Awaitable[bool]]
+NOTICE_TOPIC = "certificate"
+
+
 @dataclass(frozen=True)
 class AcmeStatus:
     state: State
@@ -99,6 +104,7 @@ class Certificates:
         ca_bundle: Path | None = None,
         poll_interval: float = 2.0,
         detect_addresses: bool = False,
+        notify: Notifier | None = None,
     ) -> None:
         self.dir = state_dir / ACME_DIR
         self._ca = ca
@@ -108,6 +114,7 @@ class Certificates:
         self.ca_bundle = ca_bundle
         self.poll_interval = poll_interval
         self.detect_addresses = detect_addresses
+        self.notify = notify
         self.challenges = acme.ChallengeStore()
         self._home: ssl.SSLContext | None = None
         self._own: ssl.SSLContext | None = None
@@ -153,6 +160,11 @@ class Certificates:
             not_after=not_after,
             at=float(raw.get("at", 0.0)),
         )
+
+    @property
+    def _last_state(self) -> str:
+        raw = read_json(self.status_path, {})
+        return str(raw.get("state", "none")) if isinstance(raw, dict) else "none"
 
     def _record(self, state: State, domain: str, message: str = "") -> None:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -219,8 +231,11 @@ class Certificates:
         already under way (a second press of the button does not start a second one)."""
         if self.working:
             return False
+        was_failing = self._last_state == "error"
         self._record("working", domain)
-        self._task = asyncio.create_task(self._obtain(domain, contact), name="acme-order")
+        self._task = asyncio.create_task(
+            self._obtain(domain, contact, was_failing=was_failing), name="acme-order"
+        )
         return True
 
     async def wait(self) -> None:
@@ -234,7 +249,7 @@ class Certificates:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    async def _obtain(self, domain: str, contact: str | None) -> None:
+    async def _obtain(self, domain: str, contact: str | None, *, was_failing: bool) -> None:
         ssl_arg: acme.SslArg = None
         if self.ca_bundle is not None:
             ssl_arg = ssl.create_default_context(cafile=str(self.ca_bundle))
@@ -255,16 +270,44 @@ class Certificates:
             raise
         except acme.AcmeError as exc:
             log.warning("tls: no certificate for %s: %s", domain, exc)
-            self._record("error", domain, str(exc))
+            await self._failed(domain, str(exc))
             return
         except Exception as exc:
             log.exception("tls: getting a certificate for %s failed", domain)
             words = f"Getting the certificate failed unexpectedly ({type(exc).__name__})."
-            self._record("error", domain, words)
+            await self._failed(domain, words)
             return
         await asyncio.to_thread(self.reload)
         self._record("ok", domain)
         log.info("tls: %s now has a publicly trusted certificate", domain)
+        if was_failing:
+            until = self.status().not_after
+            when = until.strftime("%Y-%m-%d") if until else "next year"
+            await self._tell(f"ok:{when}", "info",
+                             f"The certificate for {domain} is renewed, valid until {when}.")
+
+    async def _failed(self, domain: str, message: str) -> None:
+        self._record("error", domain, message)
+        current = self.status().not_after
+        if current is not None and current > dt.datetime.now(dt.UTC):
+            after = (f"The current one is valid until {current.strftime('%Y-%m-%d')}; after "
+                     f"that, phones using https://{domain} cannot connect until it is renewed.")
+        else:
+            after = (f"Until it works, phones using https://{domain} cannot connect; the home "
+                     "certificate (textbridge.local) still works.")
+        # One notice a day at most for the same failure (the key carries the date).
+        day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+        await self._tell(f"failed:{day}", "warning",
+                         f"The certificate for {domain} could not be renewed: {message} {after} "
+                         "Textbridge tries again by itself; the dashboard shows the details.")
+
+    async def _tell(self, key: str, severity: str, text: str) -> None:
+        if self.notify is None:
+            return
+        try:
+            await self.notify(NOTICE_TOPIC, key, text, severity)
+        except Exception as exc:  # the bridge is down: the dashboard still says it
+            log.warning("tls: the owners could not be told in their chat: %s", exc)
 
     def renewal_due(self, domain: str | None, now: float | None = None) -> bool:
         """Whether the regular check should order a certificate for `domain`: one was wanted
