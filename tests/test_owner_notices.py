@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance.control import make_control_app, serve_control
-from appliance.web.control_client import ControlClient, ControlError
+from appliance.control_client import ControlClient, ControlError
 from appliance.web.tls import Certificates
 from tests.plugins.acme import Pebble, needs_pebble
 from tests.plugins.bridge import BridgeStack, notices
@@ -104,4 +104,59 @@ async def test_a_failed_certificate_order_is_told_in_the_owners_chat(
         assert "family.textbridge.test" in body and "port 80" in body
         assert "textbridge.local" in body  # what still works meanwhile
     finally:
+        await runner.cleanup()  # type: ignore[attr-defined]
+
+
+@pytest.mark.netns
+async def test_remote_access_that_cannot_be_set_up_is_told_in_the_owners_chat(
+    bridge_stack: BridgeStack, tmp_path: Path
+) -> None:
+    """`textbridge wireguard apply` (what the path unit runs after the owner added a phone)
+    fails in a network namespace with no WireGuard in it: the owners read why in their chat,
+    once, however often it is re-run."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from appliance.wireguard import tunnel
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    if Path("/sys/module/wireguard").exists():
+        pytest.skip("this kernel has WireGuard: applying would work, nothing to tell")
+    stack = bridge_stack
+    await stack.start()
+    await stack.ready()
+    _, runner = await _served(stack, tmp_path)
+    ns = f"tb-notice-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        anna = stack.client(stack.owner)
+        room = await stack.management_room(stack.owner)
+        await anna.join(room)
+        state_dir = tmp_path / "web"
+        state_dir.mkdir()
+        state, _ = tunnel.Tunnel(enabled=True, endpoint_host="home.example.org").with_subnet(
+        ).add_device("Anna's phone", "anna")
+        tunnel.save(state_dir / "wireguard.json", state)
+        cmd = [sys.executable, "-m", "appliance", "wireguard", "apply",
+               "--state-dir", str(state_dir), "--netns", ns,
+               "--socket-dir", str(tmp_path / "no-userspace"),
+               "--control-socket", str(tmp_path / "control.sock")]
+        for _ in range(2):  # the path unit runs it again on the next change
+            done = await asyncio.to_thread(
+                subprocess.run, cmd, capture_output=True, text=True, timeout=60,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+            assert done.returncode == 2, done.stdout + done.stderr
+        await anna.wait_for(room, lambda e: notices(stack.bot)(e) and "Remote access"
+                            in e["content"]["body"])
+        said = [e["content"]["body"] for e in await anna.messages(room)
+                if notices(stack.bot)(e) and "Remote access" in e["content"]["body"]]
+        assert len(said) == 1, said
+        assert "could not be set up" in said[0] and "WireGuard" in said[0]
+        assert "at home everything works" in said[0]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
         await runner.cleanup()  # type: ignore[attr-defined]

@@ -654,7 +654,7 @@ async def test_control_api_never_sends_a_pin_when_a_puk_is_needed(
     web_factory: Any, locked_control_stack: ControlStack
 ) -> None:
     from appliance.control import make_control_app, serve_control
-    from appliance.web.control_client import ControlClient, ControlError
+    from appliance.control_client import ControlClient, ControlError
 
     sim = ScriptedSim("SIM PUK", 10)
     app = make_control_app(lines={"modem": locked_control_stack.line},
@@ -687,7 +687,7 @@ async def test_control_api_never_sends_a_pin_when_a_puk_is_needed(
 
 
 async def test_control_api_sim_state(locked_control_stack: ControlStack) -> None:
-    from appliance.web.control_client import ControlClient, ControlError
+    from appliance.control_client import ControlClient, ControlError
 
     client = ControlClient(locked_control_stack.socket)
     status = await client.status()
@@ -707,7 +707,7 @@ async def test_control_api_sim_state(locked_control_stack: ControlStack) -> None
 
 
 async def test_control_api_directly(control_stack: ControlStack) -> None:
-    from appliance.web.control_client import ControlClient, ControlError
+    from appliance.control_client import ControlClient, ControlError
 
     client = ControlClient(control_stack.socket)
     status = await client.status()

@@ -14,11 +14,11 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from appliance.control_client import ControlClient
 from appliance.homeserver.base import HomeserverAdapter
 from appliance.web import security, validate
 from appliance.web.ca import CertificateAuthority
 from appliance.web.config import CA_DIR, WebSettings
-from appliance.web.control_client import ControlClient
 from appliance.web.security import Session, Sessions, Throttle
 from appliance.web.state import WIZARD_STEPS, WebState, burn_verify, verify_password
 from appliance.web.tls import Certificates

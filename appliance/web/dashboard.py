@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance.control_client import ControlError, ControlUnavailable
 from appliance.homeserver.base import HomeserverError, UserNotFound
 from appliance.web import backup, family, logs, plots, remote, sim, validate
 from appliance.web.app import (
@@ -23,7 +24,6 @@ from appliance.web.app import (
     session_of,
 )
 from appliance.web.config import CONTACTS_FILE
-from appliance.web.control_client import ControlError, ControlUnavailable
 from appliance.web.files import write_private
 from appliance.web.state import hash_password, verify_password
 from appliance.web.wizard import set_member_lines

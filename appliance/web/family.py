@@ -40,7 +40,7 @@ async def known_lines(request: web.Request) -> tuple[list[dict[str, Any]], str |
     w = get_web(request)
     if w.control is None:
         return [], "The bridge is not connected to this page."
-    from appliance.web.control_client import ControlError, ControlUnavailable
+    from appliance.control_client import ControlError, ControlUnavailable
 
     try:
         status = await w.control.status()

@@ -7,9 +7,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from appliance.control_client import ControlError, ControlUnavailable
 from appliance.web import validate
 from appliance.web.app import get_web, is_owner, render
-from appliance.web.control_client import ControlError, ControlUnavailable
 from appliance.web.family import known_lines
 
 FINAL_STATES = ("delivered", "failed", "cancelled")

@@ -1,4 +1,5 @@
-"""The web service's client for the bridge's control socket (see appliance/control.py)."""
+"""A client for the bridge's control socket (served by appliance/control.py): the web service
+and the command-line tools use it; it imports nothing of the appliance."""
 
 from __future__ import annotations
 
