@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -356,3 +357,73 @@ async def test_a_member_of_one_line_only_is_routed_and_refused_by_line(
     await t.replug_phone()
     await until(lambda: any("Ben wartet" in x for x in t.phone_sent()), 30, "phone")
     assert not any("Ben" in x for x in t.modem_sent())
+
+
+async def test_a_room_from_before_the_phone_line_takes_the_phone_in(two_lines: TwoLines) -> None:
+    t, stack = two_lines, two_lines.stack
+    assert stack.bridge is not None
+    both = stack.config
+    ghost = stack.ghost(NUMBER)
+    # The family had only the modem when this contact first wrote.
+    stack.bridge.config = replace(both, lines=[both.lines[1]])
+    t.sim.network.deliver(NUMBER, "Nur das Modem")
+    room = await stack.portal_room(NUMBER, "modem", timeout=30)
+    anna = stack.client(stack.owner)
+    await anna.join(room)
+    await anna.wait_for(room, texts(ghost, "Nur das Modem"), timeout=30)
+    assert await stack.bridge.db.linked_lines(room) == []
+
+    # The phone is set up: the contact's next text through it joins the same room.
+    stack.bridge.config = both
+    await stack.bridge.reload_config()
+    t.device.phone.receive(NUMBER, "Jetzt per RCS")
+    await anna.wait_for(room, texts(ghost, "Jetzt per RCS"), timeout=30)
+    (linked,) = await anna.wait_for(room, says(stack, "This chat goes through"), timeout=30)
+    assert linked["content"]["body"].startswith(
+        "This chat goes through the phone (line phone) and SMS through the modem (line modem)."
+    )
+    assert await stack.bridge.db.linked_lines(room) == ["phone"]
+    assert [p.room_id for p in await stack.bridge.db.portals()] == [room]
+    assert "Route: auto" in (await room_state(anna, room, "m.room.topic"))["topic"]
+    event_id = await anna.say(room, "Antwort")
+    await until(lambda: f"{stack.owner.localpart}: Antwort" in t.phone_sent(), 30, "phone")
+    assert (await t.row(event_id)).request.line_id == "phone" and t.modem_sent() == []
+
+
+async def test_bridge_db_from_before_line_selection_keeps_its_portals(tmp_path: Path) -> None:
+    from mautrix.util.async_db import Database, UpgradeTable
+
+    from appliance.bridge import db as bridge_db
+
+    path = tmp_path / "bridge.db"
+    before = UpgradeTable(version_table_name="bridge_version", database_name="bridge")
+    before.register(bridge_db._upgrade_v1, description="v1")
+    before.register(bridge_db._upgrade_v2, description="v2")
+    old = Database.create(f"sqlite:{path}", upgrade_table=before)
+    await old.start()
+    await old.execute(
+        "INSERT INTO portal (line_id, conversation, room_id, kind, ready, created_at) "
+        "VALUES ('modem', $1, '!old:test', 'dm', 1, 1)",
+        NUMBER,
+    )
+    await old.stop()
+
+    db = bridge_db.BridgeDB(path)
+    await db.start()
+    try:
+        assert await db.db.fetchval("SELECT version FROM bridge_version") == 3
+        portal = await db.portal("modem", NUMBER)
+        assert portal is not None and portal.room_id == "!old:test" and portal.ready
+        assert await db.portal("phone", NUMBER) is None
+        assert await db.route("!old:test") == ("auto", None)
+        await db.link_portal("phone", NUMBER, "!old:test")
+        linked = await db.portal("phone", NUMBER)
+        assert linked == portal  # the room keeps its key: the line that made it
+        await db.set_route("!old:test", "sms", "@anna:test")
+        await db.set_last_inbound_line("!old:test", "phone")
+        assert await db.route("!old:test") == ("sms", "phone")
+        await db.forget_portal("!old:test")
+        assert await db.portal("phone", NUMBER) is None
+        assert await db.route("!old:test") == ("auto", None)
+    finally:
+        await db.stop()

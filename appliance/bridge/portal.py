@@ -96,6 +96,8 @@ class Portals:
         and the encryption notice are in it, so a crash in between finishes the same room
         instead of making a second one."""
         portal = await self.bridge.db.portal(line.id, conversation)
+        if portal is None and not group:
+            portal = await self.bridge.router.shared_room(line, conversation)
         if portal is None:
             room_id = await self._create(line, conversation, group=group, meta=meta or {})
             await self.bridge.db.add_portal(

@@ -106,6 +106,22 @@ class Router:
                     out.append(line)
         return sorted(out, key=lambda x: _KIND_ORDER.get(x.kind, 2))
 
+    async def shared_room(self, line: LineConfig, conversation: str) -> Portal | None:
+        """The room another line with the same people already has for this number (made
+        before this line was set up, or before line selection): this line's texts join it
+        instead of opening a second room for the same person."""
+        if not line.everyone:
+            return None
+        if normalize(conversation, line.home_country).kind is not NumberKind.E164:
+            return None
+        for other in self.bridge.config.lines:
+            if other.id == line.id or set(other.everyone) != set(line.everyone):
+                continue
+            portal = await self.bridge.db.portal(other.id, conversation)
+            if portal is not None and portal.kind == "dm":
+                return portal
+        return None
+
     async def link(self, portal: Portal) -> list[str]:
         """Link every other line that reaches this contact and has the same people to the
         room, so one person has one room. Returns the lines linked now."""
@@ -140,9 +156,15 @@ class Router:
             log.info("portal %s linked to line(s) %s", portal.room_id, ", ".join(new))
         return new
 
-    def usable(self, line_id: str) -> bool:
+    def usable(self, line_id: str, *, starting: bool = False) -> bool:
+        """Whether the line can send now. `starting`: a line still starting counts as
+        usable (it is about to say; after a restart the phone takes a second to connect,
+        and texts waiting for it must not all go to the modem in that second)."""
         transport = self.bridge.lines.get(line_id)
-        return transport is not None and transport.status().sending
+        if transport is None:
+            return False
+        status = transport.status()
+        return status.sending or (starting and status.state == LineState.STARTING)
 
     def why_not(self, line: LineConfig) -> str:
         transport = self.bridge.lines.get(line.id)
@@ -189,7 +211,7 @@ class Router:
             return Choice(None, refusal=_not_member(sender, [x.id for x in lines]))
         first = wanted[0]
         for line in allowed:
-            if self.usable(line.id):
+            if self.usable(line.id, starting=True):
                 fallback = None
                 if line is not first:
                     fallback = (
@@ -246,7 +268,7 @@ class Router:
     async def _fallback(self, row: OutboxRow, current: LineConfig) -> bool:
         if any(p.state != PartState.PENDING for p in row.parts):
             return False
-        broken = not self.usable(current.id)
+        broken = not self.usable(current.id, starting=True)
         failed = row.attempts > 0 and bool(row.error)
         if not broken and not failed:
             return False

@@ -180,6 +180,8 @@ class SmsLine(LineReporting):
             last_error=h.last_error,
             last_error_at=h.last_error_at,
             details=details,
+            # DEGRADED with a full SIM store still sends; without a network it does not.
+            can_send=h.state in (LineState.READY, LineState.DEGRADED) and h.registered,
         )
 
     # -- for the web setup and the bot ---------------------------------------------------
