@@ -26,9 +26,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mautrix.errors import MatrixRequestError
 from mautrix.types import EventID, EventType, RoomID, UserID
 
 from appliance.bridge.db import Portal
+from appliance.bridge.inbound import transient
 from appliance.line import LineState
 from appliance.phonenum import NumberKind, format_display, normalize
 from appliance.store.models import OutboxRow, OutboxState, PartState
@@ -131,7 +133,7 @@ class Router:
         if normalize(portal.conversation, home.home_country).kind is not NumberKind.E164:
             return []  # a sender name reaches one line only
         linked = set(await self.bridge.db.linked_lines(portal.room_id))
-        new = []
+        new: list[LineConfig] = []
         for other in self.bridge.config.lines:
             if other.id == home.id or other.id in linked:
                 continue
@@ -139,11 +141,16 @@ class Router:
                 continue  # texts of one line must not reach people who are not on it
             if await self.bridge.db.portal(other.id, portal.conversation) is not None:
                 continue  # it has its own room (made before line selection existed)
-            await self.bridge.db.link_portal(other.id, portal.conversation, portal.room_id)
-            new.append(other.id)
-        if new:
-            lines = await self.lines(portal)
-            preference, _ = await self.bridge.db.route(portal.room_id)
+            new.append(other)
+        if not new:
+            return []
+        lines = sorted([*await self.lines(portal), *new], key=lambda x: _KIND_ORDER.get(x.kind, 2))
+        preference, _ = await self.bridge.db.route(portal.room_id)
+        ids = [x.id for x in new]
+        # Shown before the links are written: if the homeserver is away, the next text
+        # tries again (transaction ids keep the notice single). A room that refuses (the
+        # ghost lost its power) still gets its lines; only the topic is stale.
+        try:
             await self.show(portal, lines, preference)
             await self.bridge.notice(
                 RoomID(portal.room_id),
@@ -151,9 +158,16 @@ class Router:
                 + " and ".join(describe(x) for x in lines)
                 + f". Texts you write here go out {route_words(preference)}. Write !line to "
                 "see or change this.",
-                txn_id=f"tb-link-{portal.room_id}-{'-'.join(new)}",
+                txn_id=f"tb-link-{portal.room_id}-{'-'.join(ids)}",
             )
-            log.info("portal %s linked to line(s) %s", portal.room_id, ", ".join(new))
+        except MatrixRequestError as exc:
+            if transient(exc):
+                raise
+            log.warning("portal %s: its route could not be shown: %s", portal.room_id, exc)
+        for other in new:
+            await self.bridge.db.link_portal(other.id, portal.conversation, portal.room_id)
+        log.info("portal %s linked to line(s) %s", portal.room_id, ", ".join(ids))
+        return ids
         return new
 
     def usable(self, line_id: str, *, starting: bool = False) -> bool:
@@ -385,7 +399,12 @@ class Router:
             )
             return
         await self.bridge.db.set_route(portal.room_id, want, sender)
-        await self.show(portal, lines, want)
+        try:
+            await self.show(portal, lines, want)
+        except MatrixRequestError as exc:
+            if transient(exc):
+                raise
+            log.warning("portal %s: its route could not be shown: %s", portal.room_id, exc)
         name = await self.bridge.display_name(room_id, sender)
         await self._reply(
             room_id,
