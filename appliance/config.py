@@ -113,6 +113,11 @@ class PhoneConfig:
     provider_lookback: float = _opt(600.0, min=0.0, max=86400.0)
     # A provider row waits this long for its notification before it is taken on its own.
     provider_grace: float = _opt(6.0, min=0.0, max=600.0)
+    # Also read content://mms: pictures, audio, video and files that came by MMS are fetched
+    # from the phone (RCS media cannot be: Messages keeps them private).
+    read_mms: bool = True
+    # Bytes fetched (MMS in) or pushed (media out) per message at most; bigger -> a note.
+    media_max_bytes: int = _opt(10 * 1024 * 1024, min=1024, max=100 * 1024 * 1024)
     max_send_attempts: int = _opt(5, min=1, max=50)
     retry_delay: float = _opt(30.0, min=0.1, max=3600.0)
     # Seconds to wait for Messages' compose screen and for the send to show.

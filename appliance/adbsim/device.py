@@ -14,6 +14,8 @@ theirs; every public method takes the model's lock.
 
 from __future__ import annotations
 
+import re
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +44,30 @@ class SimMessage:
     text: str
     time: int
     mime: str | None = None
+
+
+@dataclass
+class SimPart:
+    ct: str
+    data: bytes = b""
+    name: str | None = None
+    text: str | None = None  # text/plain parts carry their text in the row, no file
+    id: int = 0
+
+
+@dataclass
+class SimMms:
+    id: int
+    thread: int
+    date_s: int  # MMS dates are seconds
+    sender: str
+    to: tuple[str, ...]  # the other recipients (a group MMS), as Addr type 151 rows
+    parts: list[SimPart]
+    subject: str | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(len(p.data) + len((p.text or "").encode()) for p in self.parts)
 
 
 @dataclass
@@ -91,6 +117,11 @@ class Faults:
     # A command containing this text never answers (adbd stuck, phone frozen) until
     # `SimPhone.release()`.
     hang_on: str | None = None
+    # A push fails with this FAIL text (adbd sends the errno's words, e.g. "No space left
+    # on device").
+    push_fail: str | None = None
+    # MMS parts whose file is gone (`content read` fails with FileNotFoundException).
+    missing_parts: set[int] = field(default_factory=set)
 
 
 class SimPhone:
@@ -112,6 +143,11 @@ class SimPhone:
         self.conversations: list[Conversation] = []
         self.provider: list[formats.ProviderRow] = []
         self.provider_sent: list[formats.ProviderRow] = []
+        self.mms: list[SimMms] = []
+        self.storage: dict[str, bytes] = {}  # files on shared storage (pushed, by path)
+        self.received_pushes: list[tuple[str, bytes]] = []
+        self._next_mms = 7
+        self._next_part = 30
         self.sent: list[Sent] = []
         self.executed: list[list[str]] = []  # every command run, as argv
         self.rebooted = 0
@@ -183,6 +219,60 @@ class SimPhone:
             conv.unread.append(msg)
             return msg
 
+    def receive_mms(
+        self,
+        sender: str,
+        parts: list[SimPart],
+        *,
+        group: str | None = None,
+        members: tuple[str, ...] | None = None,
+        at: int | None = None,
+        caption: str | None = None,
+    ) -> SimMms:
+        """An MMS arrives and is downloaded: a row in content://mms (inbox, retrieve-conf)
+        with its parts and addresses, and a notification as Messages posts one for media: the
+        message's text is the caption (or empty), its type the first attachment's MIME type
+        and its uri a content:// of Messages' own (not readable from ADB)."""
+        with self.lock:
+            when = self.now() if at is None else at
+            who = members if members is not None else (sender,)
+            conv = self._conversation(tuple(who), group, False)
+            for part in parts:
+                part.id = self._next_part
+                self._next_part += 1
+            row = SimMms(
+                self._next_mms,
+                conv.thread,
+                when // 1000,
+                sender,
+                tuple(m for m in who if m != sender),
+                parts,
+            )
+            self._next_mms += 1
+            # Every MMS Messages sends or receives carries a SMIL layout part first.
+            smil = SimPart("application/smil", name="smil.xml", text=_smil(parts))
+            smil.id = self._next_part
+            self._next_part += 1
+            parts.insert(0, smil)
+            self.mms.append(row)
+            media = next(
+                (p.ct for p in parts if not p.ct.startswith(("text/", "application/smil"))), None
+            )
+            text = caption if caption is not None else ""
+            msg = SimMessage(sender, text, when, media)
+            conv.history.append(msg)
+            if (
+                self.screen == "conversation"
+                and self.open_thread == conv.thread
+                and not self.locked
+            ):
+                return row
+            if self.faults.messages_crashed:
+                self.undelivered.append((conv, msg))
+                return row
+            conv.unread.append(msg)
+            return row
+
     def read_on_phone(self, thread: int) -> None:
         """Someone reads the conversation on the phone: its notification goes away."""
         with self.lock:
@@ -241,6 +331,46 @@ class SimPhone:
                     partial = out[: len(out) // 2]
                 raise Disconnect(partial)
             return Shell(self).run(command).encode("utf-8")
+
+    def pushed(self, path: str, data: bytes, mtime: int) -> str | None:
+        """A file arrived through the sync service; an error text for FAIL, or None."""
+        with self.lock:
+            if self.faults.push_fail is not None:
+                return self.faults.push_fail
+            if not path.startswith(("/sdcard/", "/storage/emulated/0/", "/data/local/tmp/")):
+                return "couldn't create file: Permission denied"
+            self.storage[_canonical(path)] = data
+            self.received_pushes.append((path, data))
+            return None
+
+    def stat(self, path: str) -> tuple[int, int, int]:
+        with self.lock:
+            data = self.storage.get(_canonical(path))
+            return (0o100660, len(data), 0) if data is not None else (0, 0, 0)
+
+    def exec(self, command: str) -> bytes:
+        """adbd's `exec:` service: the command's output as raw bytes (no pty, so a file's
+        bytes arrive unchanged), stderr on the same stream."""
+        argv = _split(command)
+        if argv[:2] == ["content", "read"]:
+            with self.lock:
+                self.executed.append(argv)
+                return self._content_read(argv[2:])
+        return self.run(command)
+
+    def _content_read(self, args: list[str]) -> bytes:
+        opts = dict(zip(args[::2], args[1::2], strict=False))
+        uri = opts.get("--uri", "")
+        if self.faults.provider_denied:
+            return formats.PROVIDER_DENIED.encode()
+        prefix = "content://mms/part/"
+        if uri.startswith(prefix) and uri[len(prefix) :].isdigit():
+            part_id = int(uri[len(prefix) :])
+            for mms in self.mms:
+                for part in mms.parts:
+                    if part.id == part_id and part_id not in self.faults.missing_parts:
+                        return part.data if part.text is None else part.text.encode()
+        return formats.part_missing(uri).encode()
 
     def focus(self) -> str:
         if self.locked:
@@ -354,12 +484,35 @@ class SimPhone:
             self._next_provider += 1
 
 
+def _smil(parts: list[SimPart]) -> str:
+    body = "".join(
+        f"<{p.ct.split('/')[0] if p.ct.split('/')[0] in ('image', 'audio', 'video') else 'ref'}"
+        f' src="{p.name or "part"}" region="Image"/>'
+        if not p.ct.startswith("text/")
+        else f'<text src="{p.name or "text"}" region="Text"/>'
+        for p in parts
+    )
+    return f'<smil><head><layout/></head><body><par dur="5000ms">{body}</par></body></smil>'
+
+
 def _starting(data: str) -> str:
     masked = "smsto:" + "x" * len(data.removeprefix("smsto:"))
     return (
         f"Starting: Intent {{ act=android.intent.action.SENDTO dat={masked} "
         f"pkg={MESSAGES} (has extras) }}\n"
     )
+
+
+def _canonical(path: str) -> str:
+    # /sdcard is a link to /storage/emulated/0 (the primary user's shared storage).
+    return "/sdcard/" + path.removeprefix("/storage/emulated/0/").removeprefix("/sdcard/")
+
+
+def _split(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
 
 
 class ShellSyntaxError(Exception):
@@ -593,6 +746,9 @@ class Shell:
             return "".join(out), True
         if name == "content" and args[:1] == ["query"]:
             return self._content_query(args[1:])
+        if name == "content" and args[:1] == ["read"]:
+            # Through `shell:` the bytes would pass a pty on a phone; text is what arrives.
+            return p._content_read(args[1:]).decode("utf-8", "replace"), True
         if name == "reboot":
             p.rebooted += 1
             raise Disconnect(b"")
@@ -634,6 +790,8 @@ class Shell:
         uri = opts.get("--uri", "")
         if p.faults.provider_denied:
             return formats.PROVIDER_DENIED, False
+        if uri.startswith("content://mms"):
+            return self._mms_query(uri, opts)
         if uri == "content://sms/inbox":
             rows = list(p.provider)
         elif uri == "content://sms/sent":
@@ -664,3 +822,78 @@ class Shell:
                     break
         projection = opts.get("--projection", "_id:address:date:body:thread_id").split(":")
         return formats.content_query(rows, projection), True
+
+    def _mms_query(self, uri: str, opts: dict[str, str]) -> tuple[str, bool]:
+        p = self.phone
+        table: list[dict[str, str | int | None]]
+        m = re.fullmatch(r"content://mms/(\d+)/addr", uri)
+        if uri in ("content://mms", "content://mms/inbox"):
+            table = [
+                {
+                    "_id": x.id,
+                    "thread_id": x.thread,
+                    "date": x.date_s,
+                    "date_sent": x.date_s - 2,
+                    "msg_box": 1,
+                    "m_type": 132,
+                    "read": 0,
+                    "sub": x.subject,
+                    "m_size": x.size,
+                    "ct_t": "application/vnd.wap.multipart.related",
+                }
+                for x in p.mms
+            ]
+            default = ["_id", "thread_id", "date", "msg_box", "m_type", "sub", "m_size"]
+        elif uri == "content://mms/part":
+            table = [
+                {
+                    "_id": part.id,
+                    "mid": x.id,
+                    "seq": 0 if part.ct == "application/smil" else -1,
+                    "ct": part.ct,
+                    "name": part.name,
+                    "cl": part.name,
+                    "chset": 106 if part.text is not None else None,
+                    "text": part.text,
+                    "_data": None if part.text is not None else formats.part_file(part.id),
+                }
+                for x in p.mms
+                for part in x.parts
+            ]
+            default = ["_id", "mid", "ct", "name", "text", "_data"]
+        elif m is not None:
+            mid = int(m.group(1))
+            table = []
+            n = 100
+            for x in p.mms:
+                if x.id != mid:
+                    continue
+                addrs = [(x.sender, 137), *((a, 151) for a in x.to), ("insert-address-token", 151)]
+                for address, kind in addrs:
+                    table.append(
+                        {"_id": n, "msg_id": mid, "address": address, "type": kind, "charset": 106}
+                    )
+                    n += 1
+            default = ["_id", "msg_id", "address", "type", "charset"]
+        else:
+            return f"Error while accessing provider:{uri}\n", False
+        where = opts.get("--where", "")
+        for clause in filter(None, (c.strip() for c in where.split(" AND "))):
+            c = re.fullmatch(r"(\w+)\s*(>|<|=)\s*(-?\d+)", clause)
+            if c is None or not table or c.group(1) not in table[0]:
+                if c is not None and not table:
+                    continue
+                return f"Error while accessing provider:mms\nunsupported where {clause}\n", False
+            col, op, bound = c.group(1), c.group(2), int(c.group(3))
+
+            def keep(
+                r: dict[str, str | int | None], col: str = col, op: str = op, bound: int = bound
+            ) -> bool:
+                v = r.get(col)
+                if not isinstance(v, int):
+                    return False
+                return v > bound if op == ">" else v < bound if op == "<" else v == bound
+
+            table = [r for r in table if keep(r)]
+        projection = opts["--projection"].split(":") if "--projection" in opts else default
+        return formats.query_rows(table, projection), True

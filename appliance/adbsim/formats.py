@@ -482,3 +482,58 @@ PROVIDER_DENIED = (
     "android.permission.READ_SMS or android.permission.WRITE_SMS\n"
     "\tat android.os.Parcel.createExceptionOrNull(Parcel.java:3011)\n"
 )
+
+
+# -- MMS (content://mms, content://mms/part, content://mms/<id>/addr) ----------------------
+# Columns as Telephony.Mms / Mms.Part / Mms.Addr name them (frameworks/base
+# core/java/android/provider/Telephony.java). `date` of an MMS is in SECONDS (PDU Date),
+# unlike the SMS table's milliseconds. msg_box 1 = inbox; m_type 132 = retrieve-conf (a
+# downloaded message; 130 is the notification-ind of one not downloaded yet). Addr type
+# 137 = From, 151 = To, 130 = Cc (PduHeaders). `m_size` is written by PduPersister from
+# the parts' lengths. Values print as Content.java's QueryCommand prints them: String.valueOf
+# of the long for integers, the string as-is, "NULL" for null.
+
+
+@dataclass(frozen=True)
+class MmsPartRow:
+    id: int
+    mid: int
+    ct: str
+    name: str | None
+    cl: str | None
+    text: str | None
+    data: str | None  # _data: the file in the telephony provider's private directory
+
+
+def query_rows(rows: Sequence[dict[str, str | int | None]], projection: Sequence[str]) -> str:
+    """Content.java QueryCommand: `Row: N col=value, col=value` per row, NULL for null."""
+    if not rows:
+        return "No result found.\n"
+    out = []
+    for n, row in enumerate(rows):
+        cells = []
+        for col in projection:
+            value = row.get(col)
+            cells.append(f"{col}={'NULL' if value is None else value}")
+        out.append(f"Row: {n} " + ", ".join(cells))
+    return "\n".join(out) + "\n"
+
+
+def part_file(part_id: int) -> str:
+    # Where TelephonyProvider keeps part data since Android 7 (device-protected storage);
+    # the shell user cannot read this path, only the provider's openFile through `content
+    # read`.
+    return (
+        f"/data/user_de/0/com.android.providers.telephony/app_parts/PART_{1700000000000 + part_id}"
+    )
+
+
+# ContentProvider.openFile failing (the file behind a part is gone): Content.java prints
+# the exception, on stderr, which adbd's exec service passes through on the same stream.
+def part_missing(uri: str) -> str:
+    return (
+        "Error while accessing provider:mms\n"
+        f"java.io.FileNotFoundException: No such file or directory: {uri}\n"
+        "\tat android.database.DatabaseUtils.readExceptionWithFileNotFoundExceptionFromParcel"
+        "(DatabaseUtils.java:151)\n"
+    )

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import socketserver
+import struct
 import threading
 import time
 from typing import Any
@@ -146,16 +147,20 @@ class _Conn:
     def open(self, pkt: p.Packet) -> None:
         local = pkt.arg0
         service = pkt.data.rstrip(b"\0").decode("utf-8", "replace")
-        if not service.startswith("shell:"):
+        if service.startswith("sync:"):
+            self.sync(local)
+            return
+        if not service.startswith(("shell:", "exec:")):
             self.send(p.Packet(p.A_CLSE, 0, local))
             return
         remote = self.next_id
         self.next_id += 1
         self.send(p.Packet(p.A_OKAY, remote, local))
-        command = service[len("shell:") :]
+        raw = service.startswith("exec:")
+        command = service.split(":", 1)[1]
         self.server.commands.append(command)
         try:
-            output = self.phone.run(command)
+            output = self.phone.exec(command) if raw else self.phone.run(command)
         except Disconnect as cut:
             if cut.partial:
                 self.send(p.Packet(p.A_WRTE, remote, local, cut.partial))
@@ -169,6 +174,80 @@ class _Conn:
                     return  # the host gave up on the stream
                 ack = self.read()
         self.send(p.Packet(p.A_CLSE, remote, local))
+
+    def sync(self, local: int) -> None:
+        """adbd's sync service (file_sync_service.cpp), the part `adb push` uses: the host
+        writes a byte stream of 8-byte requests (id, little-endian u32 length) split over
+        WRTE packets as it likes -- SEND "<path>,<mode>", DATA chunks (at most 64 KiB),
+        DONE with the mtime in the length field -- and adbd answers OKAY or FAIL "<why>"
+        after DONE. On a failure adbd reads on until DONE, then sends FAIL. STAT answers
+        mode, size, mtime (zeros for a missing file); QUIT ends the service."""
+        remote = self.next_id
+        self.next_id += 1
+        self.send(p.Packet(p.A_OKAY, remote, local))
+        buf = bytearray()
+        path: str | None = None
+        data = bytearray()
+
+        def need(n: int) -> bytes:
+            while len(buf) < n:
+                pkt = self.read()
+                if pkt.command == p.A_CLSE and pkt.arg1 == remote:
+                    raise _SyncClosed()
+                if pkt.command != p.A_WRTE or pkt.arg1 != remote:
+                    continue
+                buf.extend(pkt.data)
+                self.send(p.Packet(p.A_OKAY, remote, local))
+            chunk = bytes(buf[:n])
+            del buf[:n]
+            return chunk
+
+        def reply(payload: bytes) -> None:
+            self.send(p.Packet(p.A_WRTE, remote, local, payload))
+            ack = self.read()
+            while not (ack.command == p.A_OKAY and ack.arg1 == remote):
+                if ack.command == p.A_CLSE and ack.arg1 == remote:
+                    raise _SyncClosed()
+                ack = self.read()
+
+        try:
+            while True:
+                head = need(8)
+                ident, length = head[:4], struct.unpack("<I", head[4:])[0]
+                if ident == b"SEND":
+                    spec = need(length).decode("utf-8", "replace")
+                    path, _, _mode = spec.rpartition(",")
+                    data = bytearray()
+                elif ident == b"DATA":
+                    if length > SYNC_DATA_MAX:
+                        raise p.ProtocolError(f"sync DATA of {length} bytes")
+                    data += need(length)
+                elif ident == b"DONE":
+                    error = self.phone.pushed(path or "", bytes(data), length)
+                    self.server.pushes += 1
+                    if error is None:
+                        reply(b"OKAY" + struct.pack("<I", 0))
+                    else:
+                        msg = error.encode()
+                        reply(b"FAIL" + struct.pack("<I", len(msg)) + msg)
+                    path, data = None, bytearray()
+                elif ident == b"STAT":
+                    mode, size, mtime = self.phone.stat(need(length).decode("utf-8", "replace"))
+                    reply(b"STAT" + struct.pack("<3I", mode, size, mtime))
+                elif ident == b"QUIT":
+                    break
+                else:
+                    raise p.ProtocolError(f"sync request {ident!r}")
+        except _SyncClosed:
+            pass
+        self.send(p.Packet(p.A_CLSE, remote, local))
+
+
+class _SyncClosed(Exception):
+    pass
+
+
+SYNC_DATA_MAX = 64 * 1024
 
 
 def _peer_gone(sock: socket.socket) -> bool:
@@ -230,6 +309,7 @@ class AdbSimServer(socketserver.ThreadingTCPServer):
         self.auth_failed = 0
         self.packets_in = 0
         self.packets_out = 0
+        self.pushes = 0
         self.cpu_seconds = 0.0
         self.live: set[socket.socket] = set()
         self._thread: threading.Thread | None = None

@@ -10,7 +10,9 @@ was started before (recorded in bridge.db first) is looked for in the room befor
 sent again, which covers a homeserver restart in between.
 
 Inbound text is sent as plain m.text with an empty m.mentions: no formatted_body, so
-nothing in an SMS can become HTML, a mention, a pill or a command.
+nothing in an SMS can become HTML, a mention, a pill or a command. A media row (an MMS
+through the phone) becomes one uploaded m.image / m.audio / m.video / m.file per
+attachment (appliance/bridge/media.py), then its words as m.text.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from mautrix.errors import IntentError, MatrixConnectionError, MatrixRequestError
 from mautrix.types import EventID, EventType, MessageType, PaginationDirection, RoomID
 
+from appliance.bridge import media
 from appliance.bridge.text import quote
 from appliance.store.models import InboxRow
 
@@ -40,6 +43,7 @@ MAX_BACKOFF = 30.0
 TRANSIENT_MAX_BACKOFF = 4.0
 ROW_KEY = "fi.textbridge.inbox_row"
 LINE_KEY = "fi.textbridge.line"  # which line the text came through
+PART_KEY = "fi.textbridge.part"  # which part of a media row an event is
 
 
 def transient(exc: BaseException) -> bool:
@@ -134,26 +138,59 @@ class Inbound:
         await ghost.ensure_joined(room_id)
         txn = f"tb-inbox-{row.id}"
         await self.bridge.router.mark_inbound(portal, line, txn, msg.sent_at)
-        event_id: EventID | None = None
+        sent: dict[str, EventID] = {}
         if await self.bridge.db.inbox_attempted(row.id):
-            event_id = await self._find_sent(room_id, row.id)
+            sent = await self._find_sent(room_id, row.id)
         else:
             await self.bridge.db.record_inbox_attempt(row.id, portal.room_id)
-        if event_id is None:
-            content: dict[str, Any] = {
-                "msgtype": str(MessageType.TEXT),
-                "body": msg.body if msg.body else "(empty text)",
-                "m.mentions": {},
-                ROW_KEY: row.id,
-                LINE_KEY: line.id,
-            }
-            event_id = await ghost.send_message_event(
-                room_id,
-                EventType.ROOM_MESSAGE,
-                content,  # type: ignore[arg-type]
-                txn_id=txn,
-                timestamp=msg.sent_at,
-            )
+        # One event per attachment, then the words: each with its own transaction id and
+        # marked with the row and its place, so a retry sends only what is missing.
+        files = (
+            media.split(msg.raw or b"", msg.meta.get("attachments")) if msg.kind == "media" else []
+        )
+        event_id: EventID | None = None
+        for index, attachment in enumerate(files):
+            part = f"file{index}"
+            found = sent.get(part)
+            if found is None:
+                content = media.content(attachment, index, "")
+                url = await ghost.upload_media(
+                    attachment.data,
+                    mime_type=content["info"]["mimetype"],
+                    filename=content["filename"],
+                    size=len(attachment.data),
+                )
+                content.update(
+                    {"url": str(url), ROW_KEY: row.id, PART_KEY: part, LINE_KEY: line.id}
+                )
+                found = await ghost.send_message_event(
+                    room_id,
+                    EventType.ROOM_MESSAGE,
+                    content,  # type: ignore[arg-type]
+                    txn_id=txn if index == 0 else f"{txn}-{part}",
+                    timestamp=msg.sent_at,
+                )
+            event_id = event_id or found
+        if not files or msg.body:
+            found = sent.get("text")
+            if found is None:
+                content = {
+                    "msgtype": str(MessageType.TEXT),
+                    "body": msg.body if msg.body else "(empty text)",
+                    "m.mentions": {},
+                    ROW_KEY: row.id,
+                    LINE_KEY: line.id,
+                }
+                if files:
+                    content[PART_KEY] = "text"
+                found = await ghost.send_message_event(
+                    room_id,
+                    EventType.ROOM_MESSAGE,
+                    content,  # type: ignore[arg-type]
+                    txn_id=f"{txn}-text" if files else txn,
+                    timestamp=msg.sent_at,
+                )
+            event_id = event_id or found
         if msg.note:
             await self.bridge.az.intent.send_message_event(
                 room_id,
@@ -184,11 +221,13 @@ class Inbound:
         await self.bridge.db.forget_portal(portal.room_id)
         return True
 
-    async def _find_sent(self, room_id: RoomID, row_id: int) -> EventID | None:
-        """Search the room's recent history for the event of an earlier attempt."""
+    async def _find_sent(self, room_id: RoomID, row_id: int) -> dict[str, EventID]:
+        """Search the room's recent history for the events of an earlier attempt, by part
+        ("text" for a text row or a media row's words, "file<n>" for its attachments)."""
         bot = self.bridge.az.intent
         resp = await bot.get_messages(room_id, direction=PaginationDirection.BACKWARD, limit=100)
         events: list[Any] = getattr(resp, "events", [])
+        found: dict[str, EventID] = {}
         for event in events:
             content = getattr(event, "content", None)
             if content is None:
@@ -198,8 +237,12 @@ class Inbound:
             except (KeyError, TypeError):
                 continue
             if value == row_id:
-                return EventID(event.event_id)
-        return None
+                try:
+                    part = content[PART_KEY]
+                except (KeyError, TypeError):
+                    part = "text"
+                found.setdefault(str(part), EventID(event.event_id))
+        return found
 
     async def _quarantined(self) -> None:
         # The store lists a quarantined row until mark_delivered records who was told.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import io
 import logging
 import socket
 import struct
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 # adbd's limit for a service name in OPEN on older phones (MAX_PAYLOAD_V1); a shell command
 # longer than this is refused by the phone, so we refuse it first with a clear error.
 MAX_COMMAND_BYTES = 4096 - 16
+# An exec output past its limit is read to its end and dropped, up to this much; beyond,
+# the link is cut (a phone streaming without end).
+DRAIN_LIMIT = 256 * 1024 * 1024
 
 
 class _EofAwareTcpTransport(TcpTransport):  # type: ignore[misc]
@@ -161,6 +165,24 @@ class AdbLink:
             self._shell_sync, command, limit_s or self.command_timeout
         )
 
+    async def exec_bytes(self, command: str, *, limit: int, limit_s: float | None = None) -> bytes:
+        """Run `command` through adbd's `exec:` service (Android 5+; what `adb exec-out`
+        uses): no pty, so binary output arrives unchanged, which `shell:` (a pty on phones
+        without the shell protocol v2 that adb-shell does not speak) does not promise.
+        More than `limit` bytes -> OutputTooLarge; the rest is read and dropped, since a
+        stream cannot be stopped half-way without leaving its packets in adb-shell's queue."""
+        encoded = command.encode("utf-8")
+        if len(encoded) > MAX_COMMAND_BYTES:
+            raise PhoneError("This command is too long to hand to the phone.")
+        return await self._run(  # type: ignore[no-any-return]
+            self._exec_sync, command, limit, limit_s or self.command_timeout
+        )
+
+    async def push(self, data: bytes, device_path: str, *, limit_s: float | None = None) -> None:
+        """Write `data` to `device_path` with adb's sync service (SEND/DATA/DONE); the
+        phone's FAIL (no space, no permission) -> PushFailed with its words."""
+        await self._run(self._push_sync, data, device_path, limit_s or self.command_timeout)
+
     async def close(self) -> None:
         await self._run(self._close_sync)
 
@@ -240,6 +262,72 @@ class AdbLink:
         if isinstance(out, bytes):
             return out.decode("utf-8", "replace")
         return str(out)
+
+    def _exec_sync(self, command: str, limit: int, timeout: float) -> bytes:
+        device = self._device
+        if device is None:
+            raise PhoneDisconnected("The phone is not connected.")
+        self.commands += 1
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            # adb-shell's own exec_out joins the whole stream; this is the same call,
+            # read chunk by chunk so no more than `limit` bytes are kept.
+            stream = device._streaming_command(
+                b"exec", command.encode("utf-8"), timeout, timeout, timeout
+            )
+            for chunk in stream:
+                size += len(chunk)
+                if size <= limit:
+                    chunks.append(bytes(chunk))
+                elif size > DRAIN_LIMIT:
+                    # Read on and thrown away (the stream must end for the link to stay
+                    # usable), but not forever.
+                    self._close_sync()
+                    raise OutputTooLarge(f"The phone sent more than {DRAIN_LIMIT} bytes.")
+        except _LINK_ERRORS as exc:
+            self._close_sync()
+            raise PhoneDisconnected(
+                f"The connection to the phone broke during a command ({type(exc).__name__})."
+            ) from exc
+        if size > limit:
+            raise OutputTooLarge(f"The phone sent {size} bytes, more than {limit}.")
+        return b"".join(chunks)
+
+    def _push_sync(self, data: bytes, device_path: str, timeout: float) -> None:
+        device = self._device
+        if device is None:
+            raise PhoneDisconnected("The phone is not connected.")
+        self.commands += 1
+        try:
+            device.push(
+                io.BytesIO(data),
+                device_path,
+                st_mode=0o100660,
+                transport_timeout_s=timeout,
+                read_timeout_s=timeout,
+            )
+        except adb_exc.PushFailedError as exc:
+            why = exc.args[0] if exc.args else b""
+            text = (
+                why.decode("utf-8", "replace") if isinstance(why, bytes | bytearray) else str(why)
+            )
+            raise PushFailed(
+                f"The phone refused the file ({text.strip() or 'no reason given'})."
+            ) from exc
+        except _LINK_ERRORS as exc:
+            self._close_sync()
+            raise PhoneDisconnected(
+                f"The connection to the phone broke while sending a file ({type(exc).__name__})."
+            ) from exc
+
+
+class OutputTooLarge(PhoneError):
+    key = "too-large"
+
+
+class PushFailed(PhoneError):
+    key = "push"
 
 
 _TIMEOUTS = (

@@ -68,6 +68,32 @@ class ProviderDenied(PhoneError):
 
 
 @dataclass(frozen=True)
+class ProviderMms:
+    """One downloaded MMS in the phone's inbox (content://mms; `date` in seconds there,
+    milliseconds here)."""
+
+    id: int
+    thread_id: int
+    date: int  # ms
+    size: int | None  # m_size, the parts' total as the provider recorded it
+
+
+@dataclass(frozen=True)
+class MmsPart:
+    id: int
+    ct: str  # as the sender declared it: not to be trusted for anything but a hint
+    name: str
+    text: str | None  # text/plain parts carry their text in the row
+
+
+MMS_COLUMNS = ("_id", "thread_id", "date", "m_size")
+PART_COLUMNS = ("_id", "ct", "name", "cl", "text")  # `text` last: it may hold anything
+ADDR_COLUMNS = ("type", "address")
+ADDR_FROM, ADDR_TO, ADDR_CC = 137, 151, 130
+SELF_ADDRESS = "insert-address-token"
+
+
+@dataclass(frozen=True)
 class SendOutcome:
     confirmed_by: str  # what showed the message leaving ("compose box cleared", ...)
 
@@ -133,6 +159,79 @@ class Phone:
             f"--where {shlex.quote(where)}"
         )
         return parse_provider(out)
+
+    async def mms_inbox(
+        self, *, after_id: int = 0, since_ms: int = 0, until_ms: int | None = None
+    ) -> list[ProviderMms]:
+        # msg_box 1: inbox; m_type 132: retrieve-conf, i.e. downloaded (130 would be the
+        # notification of one still on the carrier's server).
+        where = f"_id>{int(after_id)} AND date>{int(since_ms) // 1000 - 1}"
+        if until_ms is not None:
+            where += f" AND date<{int(until_ms) // 1000 + 1}"
+        where += " AND msg_box=1 AND m_type=132"
+        out = await self.link.shell(
+            f"content query --uri content://mms --projection {':'.join(MMS_COLUMNS)} "
+            f"--where {shlex.quote(where)}"
+        )
+        _check_provider(out)
+        rows = []
+        for r in parse_rows(out, MMS_COLUMNS):
+            try:
+                rows.append(
+                    ProviderMms(
+                        id=int(r["_id"]),
+                        thread_id=int(r["thread_id"]),
+                        date=int(r["date"]) * 1000,
+                        size=int(r["m_size"]) if r["m_size"].isdigit() else None,
+                    )
+                )
+            except ValueError:
+                continue
+        return rows
+
+    async def mms_parts(self, mms_id: int) -> list[MmsPart]:
+        out = await self.link.shell(
+            f"content query --uri content://mms/part --projection {':'.join(PART_COLUMNS)} "
+            f"--where {shlex.quote(f'mid={int(mms_id)}')}"
+        )
+        _check_provider(out)
+        parts = []
+        for r in parse_rows(out, PART_COLUMNS):
+            if not r["_id"].isdigit():
+                continue
+            name = next((v for v in (r["name"], r["cl"]) if v and v != "NULL"), "")
+            parts.append(
+                MmsPart(
+                    id=int(r["_id"]),
+                    ct=r["ct"].strip().lower(),
+                    name=name,
+                    text=None if r["text"] == "NULL" else r["text"],
+                )
+            )
+        return parts
+
+    async def mms_addresses(self, mms_id: int) -> list[tuple[int, str]]:
+        out = await self.link.shell(
+            f"content query --uri content://mms/{int(mms_id)}/addr "
+            f"--projection {':'.join(ADDR_COLUMNS)}"
+        )
+        _check_provider(out)
+        found = []
+        for r in parse_rows(out, ADDR_COLUMNS):
+            if r["type"].isdigit() and r["address"] not in ("", "NULL", SELF_ADDRESS):
+                found.append((int(r["type"]), r["address"]))
+        return found
+
+    async def read_part(self, part_id: int, *, limit: int) -> bytes:
+        """A part's bytes, through `content read` (ContentProvider.openFile; the file itself
+        is in the telephony provider's private directory) on the binary-safe exec service."""
+        data = await self.link.exec_bytes(
+            f"content read --uri content://mms/part/{int(part_id)}", limit=limit
+        )
+        if data.startswith((b"Error while accessing provider", b"java.lang.SecurityException")):
+            lines = data.decode("utf-8", "replace").splitlines()
+            raise PartUnreadable(lines[1] if len(lines) > 1 else lines[0])
+        return data
 
     async def screen(self) -> Screen:
         out = await self.link.shell(f"uiautomator dump {DUMP_PATH}")
@@ -235,6 +334,56 @@ def _is_conversation(focus: str | None) -> bool:
 
 def _is_locked(window_dump: str) -> bool:
     return bool(_KEYGUARD_TRUE.search(window_dump) or _KEYGUARD_DELEGATE.search(window_dump))
+
+
+class PartUnreadable(PhoneError):
+    key = "mms-part"
+
+
+def _check_provider(out: str) -> None:
+    if (
+        "Permission Denial" in out
+        or "SecurityException" in out
+        or ("Error while accessing provider" in out)
+    ):
+        raise ProviderDenied(
+            "The phone does not let Textbridge read its MMS store, so pictures and files "
+            "sent by MMS arrive only as a description."
+        )
+
+
+def parse_rows(out: str, projection: tuple[str, ...]) -> list[dict[str, str]]:
+    """`content query` rows with a known projection, in order: each value runs to the next
+    `, <column>=`, the last one to the end of the row (it may span lines). Only the last
+    column may hold free text safely; the ones before it are numbers and MIME types, and a
+    name holding `, text=` is cut there (a wrong file name, nothing worse)."""
+    rows: list[dict[str, str]] = []
+    starts = list(_ROW.finditer(out))
+    for n, m in enumerate(starts):
+        end = starts[n + 1].start() if n + 1 < len(starts) else len(out)
+        chunk = out[m.end() : end]
+        if chunk.endswith("\n"):
+            chunk = chunk[:-1]
+        row: dict[str, str] = {}
+        rest = chunk
+        ok = True
+        for i, col in enumerate(projection):
+            if not rest.startswith(col + "="):
+                ok = False
+                break
+            rest = rest[len(col) + 1 :]
+            if i + 1 < len(projection):
+                sep = f", {projection[i + 1]}="
+                cut = rest.find(sep)
+                if cut < 0:
+                    ok = False
+                    break
+                row[col], rest = rest[:cut], rest[cut + 2 :]
+            else:
+                row[col] = rest
+        if ok:
+            rows.append(row)
+    return rows
 
 
 def parse_provider(out: str) -> list[ProviderSms]:

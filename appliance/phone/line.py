@@ -41,9 +41,20 @@ from appliance.line import (
     Severity,
 )
 from appliance.log import mask_number
-from appliance.phone.adb import AdbLink, Target
+from appliance.phone import mms as mms_parts
+from appliance.phone.adb import AdbLink, OutputTooLarge, Target
 from appliance.phone.config import PhoneConfig
-from appliance.phone.device import LOCKED, Health, Phone, ProviderDenied, ProviderSms
+from appliance.phone.device import (
+    ADDR_FROM,
+    LOCKED,
+    Health,
+    MmsPart,
+    PartUnreadable,
+    Phone,
+    ProviderDenied,
+    ProviderMms,
+    ProviderSms,
+)
 from appliance.phone.errors import (
     LayoutChanged,
     MessagesMissing,
@@ -95,13 +106,30 @@ class _Pending:
     first_seen: float
 
 
+@dataclass
+class _PendingMms:
+    row: ProviderMms
+    first_seen: float
+    addresses: list[tuple[int, str]] | None = None
+
+
+@dataclass
+class _MediaNote:
+    """A notification message with a picture or file: stored as its description only if
+    the MMS store does not have it (RCS media, or the store cannot be read) after the grace
+    time; else the MMS, with its files, is stored in its place."""
+
+    message: InboundMessage
+    first_seen: float
+
+
 class PhoneLine(LineReporting):
     """A Line (see appliance.line) through an Android phone running Google Messages."""
 
     _health: _Health
 
     kind = "phone"
-    capabilities = LineCapabilities(groups=True, media=False, rcs=True)
+    capabilities = LineCapabilities(groups=True, media=True, rcs=True)
 
     def __init__(
         self,
@@ -146,6 +174,10 @@ class PhoneLine(LineReporting):
         # repeats its messages at every poll; asking the store each time would cost a
         # write transaction per message per poll. Bounded, oldest forgotten first.
         self._committed: dict[str, None] = {}
+        self._mms_allowed = config.read_mms
+        self._mms_cursor = 0
+        self._mms_pending: dict[int, _PendingMms] = {}
+        self._media_notes: dict[str, _MediaNote] = {}
         self.polls = 0
 
     # -- Line protocol -------------------------------------------------------------------
@@ -364,6 +396,9 @@ class PhoneLine(LineReporting):
             )
         if self._provider_allowed:
             await self._poll_provider(phone)
+        if self._mms_allowed:
+            await self._poll_mms(phone)
+        await self._flush_media_notes()
         self.polls += 1
         self._count("polls")
         self._health.last_poll_ms = (time.perf_counter() - started) * 1000
@@ -408,8 +443,9 @@ class PhoneLine(LineReporting):
             if m.mime_type is not None:
                 msg_meta["media_type"] = m.mime_type
                 note = (note + " " if note else "") + (
-                    "A picture or file arrived on the phone; only its description can be "
-                    "bridged, open it on the phone."
+                    "A picture or file arrived on the phone; it did not come by MMS (an RCS "
+                    "chat keeps its files inside Google Messages), so only its description "
+                    "can be bridged: open it on the phone."
                 )
                 if not body:
                     body = f"[{m.mime_type.split('/')[0]}]"
@@ -417,6 +453,25 @@ class PhoneLine(LineReporting):
             key = dedup_key(conversation, sender, m.time, body)
             if key in self._committed:
                 continue
+            if m.mime_type is not None and key not in self._media_notes:
+                draft = InboundMessage(
+                    line_id=self.id,
+                    conversation=conversation,
+                    sender=sender,
+                    body=body,
+                    sent_at=m.time,
+                    dedup_key=key,
+                    note=note,
+                    meta=msg_meta,
+                )
+                self._media_notes[key] = _MediaNote(draft, time.monotonic())
+                if self._mms_allowed:
+                    # The MMS may be older than the start-up look-back (a notification
+                    # still showing after a restart): look for it by its time.
+                    await self._find_mms_near(phone_time=m.time)
+                continue
+            if m.mime_type is not None:
+                continue  # waiting in _media_notes
             message = InboundMessage(
                 line_id=self.id,
                 conversation=conversation,
@@ -494,6 +549,197 @@ class PhoneLine(LineReporting):
             if created:
                 self._count("inbound_backfilled")
                 log.info("SMS from %s taken from the phone's SMS store", mask_number(sender))
+
+    # -- MMS -------------------------------------------------------------------------------
+
+    def _mms_denied(self, exc: ProviderDenied) -> None:
+        self._mms_allowed = False
+        self._mms_pending.clear()
+        self._announce("mms-store", Severity.WARNING, exc.plain)
+
+    def _queue_mms(self, rows: list[ProviderMms]) -> None:
+        now = time.monotonic()
+        for row in rows:
+            if _mms_key(row) not in self._committed:
+                self._mms_pending.setdefault(row.id, _PendingMms(row, now))
+
+    async def _find_mms_near(self, *, phone_time: int) -> None:
+        phone = self._phone
+        if phone is None:
+            return
+        try:
+            rows = await phone.mms_inbox(
+                since_ms=phone_time - MATCH_WINDOW_MS, until_ms=phone_time + MATCH_WINDOW_MS
+            )
+        except ProviderDenied as exc:
+            self._mms_denied(exc)
+            return
+        self._queue_mms(rows)
+
+    async def _poll_mms(self, phone: Phone) -> None:
+        since = self._started_ms - int(self.config.provider_lookback * 1000)
+        try:
+            rows = await phone.mms_inbox(after_id=self._mms_cursor, since_ms=since)
+            for row in rows:
+                self._mms_cursor = max(self._mms_cursor, row.id)
+            self._queue_mms(rows)
+            now = time.monotonic()
+            for mms_id, pending in sorted(self._mms_pending.items()):
+                if await self._take_mms(phone, pending, now):
+                    del self._mms_pending[mms_id]
+        except ProviderDenied as exc:
+            self._mms_denied(exc)
+
+    def _match_note(self, sender: str, date: int) -> _MediaNote | None:
+        best: _MediaNote | None = None
+        for note in self._media_notes.values():
+            m = note.message
+            if m.sender != sender or abs(m.sent_at - date) > MATCH_WINDOW_MS:
+                continue
+            if best is None or abs(m.sent_at - date) < abs(best.message.sent_at - date):
+                best = note
+        return best
+
+    async def _take_mms(self, phone: Phone, pending: _PendingMms, now: float) -> bool:
+        """Store one MMS with its files; True when it needs no more looking at (stored,
+        a duplicate, or text only), False to look again at the next poll."""
+        row = pending.row
+        key = _mms_key(row)
+        if key in self._committed:
+            return True
+        if pending.addresses is None:
+            pending.addresses = await phone.mms_addresses(row.id)
+        sender_raw = next((a for t, a in pending.addresses if t == ADDR_FROM), None)
+        if sender_raw is None:
+            return True  # not from anyone: not inbound
+        sender = self._address(sender_raw)
+        note = self._match_note(sender, row.date)
+        if note is None and now - pending.first_seen < self.config.provider_grace:
+            return False  # its notification may show at the next poll
+        if await self.store.inbox.has(self.id, key):
+            self._mark_committed(key)
+            self._drop_note(note)
+            return True
+        parts = await phone.mms_parts(row.id)
+        if not any(mms_parts.is_attachment(p) for p in parts):
+            # A text-only MMS (a long text, a group text): its notification carries it, as
+            # before; taking it here too would store it twice.
+            return True
+        if note is not None:
+            conversation, meta = note.message.conversation, dict(note.message.meta)
+            meta.pop("media_type", None)
+        else:
+            conversation, meta = self._mms_conversation(sender, row, pending.addresses)
+        meta["source"] = "mms"
+        meta["mms_id"] = row.id
+        message = await self._fetch_mms(phone, row, parts, conversation, sender, key, meta)
+        _, created = await self.store.inbox.add(message)
+        self._mark_committed(key)
+        self._drop_note(note)
+        if created:
+            self._count("inbound_mms")
+            log.info(
+                "MMS from %s stored (%d files, %d bytes)",
+                mask_number(sender),
+                len(message.meta.get("attachments", [])),
+                len(message.raw or b""),
+            )
+        return True
+
+    def _drop_note(self, note: _MediaNote | None) -> None:
+        if note is not None:
+            self._media_notes.pop(note.message.dedup_key, None)
+            self._mark_committed(note.message.dedup_key)
+
+    def _mms_conversation(
+        self, sender: str, row: ProviderMms, addresses: list[tuple[int, str]]
+    ) -> tuple[str, dict[str, object]]:
+        """Where an MMS no notification showed belongs: 1:1, or the group of these people."""
+        others = sorted({self._address(a) for t, a in addresses if t != ADDR_FROM} - {sender})
+        if not others:
+            return sender, {}
+        people = sorted({sender, *others})
+        for conv, members in self._groups.items():
+            if sorted(members) == people:
+                return conv, {"members": members}
+        conv = thread_id(f"mms-thread:{row.thread_id}")
+        self._groups[conv] = people
+        return conv, {"members": people, "group": True}
+
+    async def _fetch_mms(
+        self,
+        phone: Phone,
+        row: ProviderMms,
+        parts: list[MmsPart],
+        conversation: str,
+        sender: str,
+        key: str,
+        meta: dict[str, object],
+    ) -> InboundMessage:
+        limit = self.config.media_max_bytes
+        caption = mms_parts.text_of(parts)
+        got = mms_parts.Fetched()
+        attachments = [p for p in parts if mms_parts.is_attachment(p)]
+        if row.size is not None and row.size > limit:
+            # The provider's own total says it is too big: nothing is fetched.
+            got.too_big, got.too_big_bytes = len(attachments), row.size
+        else:
+            for part in attachments:
+                try:
+                    data = await phone.read_part(part.id, limit=limit - len(got.raw))
+                except OutputTooLarge:
+                    got.too_big += 1
+                    continue
+                except PartUnreadable as exc:
+                    log.warning("MMS %d part %d unreadable: %s", row.id, part.id, exc.plain)
+                    got.unreadable += 1
+                    continue
+                got.add(part, data)
+        note = got.note(limit)
+        if not got.attachments:
+            return InboundMessage(
+                line_id=self.id,
+                conversation=conversation,
+                sender=sender,
+                body=caption or mms_parts.describe(parts),
+                sent_at=row.date,
+                dedup_key=key,
+                note=note,
+                meta={**meta, "media_type": attachments[0].ct},
+            )
+        return InboundMessage(
+            line_id=self.id,
+            conversation=conversation,
+            sender=sender,
+            body=caption,
+            sent_at=row.date,
+            dedup_key=key,
+            kind="media",
+            raw=bytes(got.raw),
+            note=note,
+            meta={**meta, "attachments": got.attachments},
+        )
+
+    async def _flush_media_notes(self) -> None:
+        """Media notifications the MMS store did not have within the grace time: their
+        description, with a note, is all that can be bridged (RCS media)."""
+        now = time.monotonic()
+        for key, note in list(self._media_notes.items()):
+            if self._mms_allowed and now - note.first_seen < self.config.provider_grace:
+                continue
+            if self._mms_allowed and any(
+                self._address(a) == note.message.sender
+                for p in self._mms_pending.values()
+                for t, a in (p.addresses or [])
+                if t == ADDR_FROM and abs(p.row.date - note.message.sent_at) <= MATCH_WINDOW_MS
+            ):
+                continue  # its MMS is being fetched
+            _, created = await self.store.inbox.add(note.message)
+            del self._media_notes[key]
+            self._mark_committed(key)
+            if created:
+                self._count("inbound")
+                log.info("media description from %s stored", mask_number(note.message.sender))
 
     # -- outbound --------------------------------------------------------------------------
 
@@ -625,6 +871,11 @@ class PhoneLine(LineReporting):
         await self.store.outbox.mark_ambiguous(row.id, text)
         self._record_error(text)
         log.warning("outbox row %d is ambiguous after the tap", row.id)
+
+
+def _mms_key(row: ProviderMms) -> str:
+    # The phone's row id with its time: ids can be reused after a conversation is deleted.
+    return f"mms:{row.id}:{row.date}"
 
 
 def _mask_all(numbers: list[str]) -> str:

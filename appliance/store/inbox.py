@@ -92,6 +92,15 @@ class Inbox:
         async with self._db.write() as conn:
             return await insert(self._db, conn, msg)
 
+    async def has(self, line_id: str, dedup_key: str) -> bool:
+        """Whether the message is stored already: lets a transport skip fetching a large
+        payload (an MMS picture) it would only hand in as a duplicate."""
+        async with self._db.read():
+            r = await self._db.fetchone(
+                "SELECT 1 FROM inbox WHERE line_id = ? AND dedup_key = ?", (line_id, dedup_key)
+            )
+        return r is not None
+
     async def get(self, row_id: int) -> InboxRow | None:
         async with self._db.read():
             r = await self._db.fetchone(_SELECT + " WHERE id = ?", (row_id,))

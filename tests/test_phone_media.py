@@ -1,0 +1,336 @@
+"""Media on the phone line: MMS pictures and files read from the phone's MMS store
+(content://mms over adb-shell, parts through `content read` on the exec service) against
+the simulated phone; RCS media stay a description with a note."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+import pytest
+
+from appliance.adbsim import SimPhone
+from appliance.adbsim.device import SimPart
+from appliance.bridge import LineConfig
+from appliance.line import LineState
+from appliance.phone.config import PhoneConfig
+from appliance.phone.line import PhoneLine
+from appliance.store import Store
+from appliance.store.models import InboxRow
+from tests.plugins.bridge import BridgeStack, Member
+from tests.plugins.phone import AdbDevice, PhoneHarness
+from tests.plugins.synapse import MatrixUser
+from tests.waiting import until
+
+NUMBER = "+4915112345678"
+OTHER = "+4915198765432"
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    """A real PNG (the bridge reads its size from the header)."""
+    raw = b"".join(
+        b"\0" + bytes(((x * 7 + y * 3 + seed) & 0xFF) for x in range(width * 3))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def attachments(row: InboxRow) -> list[tuple[str, str, bytes]]:
+    """(type, name, bytes) of a media row, split from raw by meta["attachments"]."""
+    out, offset = [], 0
+    raw = row.message.raw or b""
+    for a in row.message.meta["attachments"]:
+        size = int(a["size"])
+        out.append((str(a["type"]), str(a["name"]), raw[offset : offset + size]))
+        offset += size
+    assert offset == len(raw)
+    return out
+
+
+async def settle(h: PhoneHarness, polls: int = 8) -> None:
+    start = h.line.polls
+    await until(lambda: h.line.polls >= start + polls, 20, f"{polls} more polls")
+
+
+async def test_mms_picture_with_caption_is_stored_once_with_its_bytes(
+    phone_line: Callable[..., Any],
+) -> None:
+    h: PhoneHarness = await phone_line()
+    picture = png(40, 30)
+    h.phone.receive_mms(
+        NUMBER,
+        [SimPart("image/png", picture, "IMG_0042.png"), SimPart("text/plain", text="Look at this")],
+        caption="Look at this",
+    )
+    (row,) = await h.inbox(1)
+    m = row.message
+    assert (m.kind, m.conversation, m.sender, m.body) == ("media", NUMBER, NUMBER, "Look at this")
+    assert attachments(row) == [("image/png", "IMG_0042.png", picture)]
+    assert m.meta["source"] == "mms" and m.note is None
+    # The notification stays and is read at every poll; the MMS store is read too.
+    await settle(h)
+    assert len(await h.store.inbox.pending(limit=10)) == 1
+    reads = [c for c in h.device.server.commands if c.startswith("content read")]
+    assert len(reads) == 1, reads
+
+    # A restart (fresh memory, same store): the notification and the MMS are seen again.
+    await h.line.stop()
+    await h.line.start()
+    assert await h.line.wait_connected(20)
+    await settle(h)
+    assert len(await h.store.inbox.pending(limit=10)) == 1
+    assert len([c for c in h.device.server.commands if c.startswith("content read")]) == 1
+
+
+async def test_mms_files_of_every_kind_and_a_group(phone_line: Callable[..., Any]) -> None:
+    h: PhoneHarness = await phone_line()
+    h.phone.receive(NUMBER, "Hi all", group="Family", members=(NUMBER, OTHER))
+    (first,) = await h.inbox(1)
+    voice, video, card = (
+        b"#!AMR\n" + bytes(range(256)) * 4,
+        b"\0\0\0\x18ftyp3gp4" * 50,
+        (b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Oma\r\nTEL:+4930123456\r\nEND:VCARD\r\n"),
+    )
+    h.phone.receive_mms(
+        OTHER,
+        [
+            SimPart("audio/amr", voice, "voice.amr"),
+            SimPart("video/3gpp", video, "clip.3gp"),
+            SimPart("text/x-vcard", card, "Oma.vcf"),
+        ],
+        group="Family",
+        members=(NUMBER, OTHER),
+    )
+    rows = await h.inbox(2)
+    m = rows[1].message
+    assert m.kind == "media" and m.conversation == first.message.conversation
+    assert m.conversation.startswith("group:") and m.meta["group_name"] == "Family"
+    assert m.sender == OTHER and m.body == ""
+    assert attachments(rows[1]) == [
+        ("audio/amr", "voice.amr", voice),
+        ("video/3gpp", "clip.3gp", video),
+        ("text/x-vcard", "Oma.vcf", card),
+    ]
+
+
+async def test_mms_too_big_and_missing_part_arrive_as_text_with_a_note(
+    phone_line: Callable[..., Any],
+) -> None:
+    h: PhoneHarness = await phone_line(media_max_bytes=4096)
+    h.phone.receive_mms(NUMBER, [SimPart("image/jpeg", b"\xff\xd8\xff" + b"x" * 9000, "big.jpg")])
+    (big,) = await h.inbox(1)
+    assert big.message.kind == "text" and big.message.body == "[picture]"
+    assert big.message.note is not None and "bigger than the 4 KiB" in big.message.note
+    assert not [c for c in h.device.server.commands if c.startswith("content read")]
+
+    small = png(8, 8)
+    sent = h.phone.receive_mms(
+        NUMBER,
+        [SimPart("image/png", small, "a.png"), SimPart("image/jpeg", b"\xff\xd8\xffgone", "b.jpg")],
+        at=h.phone.now() + 1000,
+    )
+    h.phone.faults.missing_parts.add(sent.parts[-1].id)
+    rows = await h.inbox(2)
+    m = rows[1].message
+    assert m.kind == "media" and attachments(rows[1]) == [("image/png", "a.png", small)]
+    assert m.note is not None and "could not be read from the phone" in m.note
+
+
+async def test_rcs_picture_stays_a_description_and_mms_while_open_is_fetched(
+    phone_line: Callable[..., Any],
+) -> None:
+    h: PhoneHarness = await phone_line(leave_open_conversations=False)
+    h.phone.receive(NUMBER, "", mime="image/jpeg")  # an RCS picture: no MMS row
+    (rcs,) = await h.inbox(1)
+    assert rcs.message.kind == "text" and rcs.message.body == "[image]"
+    assert rcs.message.note is not None and "RCS" in rcs.message.note
+
+    # With the conversation open, Messages posts no notification; the MMS store has it.
+    h.phone.open_conversation((OTHER,))
+    picture = png(16, 16, seed=3)
+    h.phone.receive_mms(OTHER, [SimPart("image/png", picture, "x.png")])
+    rows = await h.inbox(2)
+    assert rows[1].message.kind == "media" and rows[1].message.conversation == OTHER
+    assert attachments(rows[1])[0][2] == picture
+
+
+# -- through the bridge, on a real Synapse ----------------------------------------------
+
+
+@dataclass
+class PhoneBridge:
+    stack: BridgeStack
+    line: PhoneLine
+    device: AdbDevice
+
+    @property
+    def phone(self) -> SimPhone:
+        return self.device.phone
+
+
+@pytest.fixture
+async def phone_bridge(
+    bridge_stack: BridgeStack, adb_device: AdbDevice
+) -> AsyncIterator[PhoneBridge]:
+    stack = bridge_stack
+    stack.config = replace(
+        stack.config,
+        lines=[
+            LineConfig(
+                id="phone", kind="phone", owner=stack.owner.mxid, members=[stack.member.mxid]
+            )
+        ],
+    )
+    stack.store = await Store.open(stack.tmp / "textbridge.db")
+    bridge = await stack.start()
+    line = PhoneLine(
+        "phone",
+        PhoneConfig(
+            enabled=True,
+            transport="tcp",
+            host="127.0.0.1",
+            port=adb_device.port,
+            poll_interval=0.1,
+            health_interval=0.5,
+            auth_timeout=2.0,
+            connect_timeout=1.0,
+            command_timeout=5.0,
+            retry_delay=0.2,
+            provider_grace=0.3,
+            ui_wait=1.0,
+        ),
+        stack.store,
+        key_path=adb_device.key_path,
+        on_event=bridge.on_line_event,
+    )
+    stack.lines["phone"] = line
+    await line.start()
+    try:
+        assert await line.wait_connected(30), line.status().summary
+        await until(lambda: line.status().state == LineState.READY, 30, "phone ready")
+        await stack.ready()
+        yield PhoneBridge(stack, line, adb_device)
+    finally:
+        await line.stop()
+
+
+async def download(member: Member, user: MatrixUser, mxc: str) -> bytes:
+    """The file back through the client API (authenticated media, Matrix 1.11)."""
+    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+    url = f"{member.client.homeserver}/_matrix/client/v1/media/download/{server}/{media_id}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"Authorization": f"Bearer {user.access_token}"}) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return await resp.read()
+
+
+def of_type(sender: str, msgtype: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: (
+        e["type"] == "m.room.message"
+        and e["sender"] == sender
+        and e["content"].get("msgtype") == msgtype
+    )
+
+
+@pytest.mark.synapse
+async def test_mms_picture_reaches_the_portal_as_an_image_exactly_once(
+    phone_bridge: PhoneBridge,
+) -> None:
+    t, stack = phone_bridge, phone_bridge.stack
+    picture = png(64, 48, seed=9)
+    t.phone.receive_mms(
+        NUMBER,
+        [
+            SimPart("image/png", picture, "../../etc/IMG\u202e_7.png"),
+            SimPart("text/plain", text="Für dich"),
+        ],
+        caption="Für dich",
+    )
+    room = await stack.portal_room(NUMBER, "phone", timeout=30)
+    anna = stack.client(stack.owner)
+    await anna.join(room)
+    ghost = stack.ghost(NUMBER)
+    (image,) = await anna.wait_for(room, of_type(ghost, "m.image"), timeout=30)
+    c = image["content"]
+    assert c["info"] == {"mimetype": "image/png", "size": len(picture), "w": 64, "h": 48}
+    assert c["body"] == c["filename"] == "IMG_7.png"
+    assert c["fi.textbridge.line"] == "phone"
+    assert await download(anna, stack.owner, c["url"]) == picture
+    (words,) = await anna.wait_for(room, of_type(ghost, "m.text"), timeout=30)
+    assert words["content"]["body"] == "Für dich"
+    events = [e["event_id"] for e in await anna.messages(room) if e["type"] == "m.room.message"]
+    assert events.index(image["event_id"]) < events.index(words["event_id"])
+
+    # More polls, a bridge restart and a line restart: still one picture, one text.
+    start = t.line.polls
+    await until(lambda: t.line.polls >= start + 10, 20, "polls")
+    await stack.restart()
+    await t.line.stop()
+    await t.line.start()
+    assert await t.line.wait_connected(20)
+    start = t.line.polls
+    await until(lambda: t.line.polls >= start + 10, 20, "polls")
+    t.phone.receive(NUMBER, "danach")
+    await anna.wait_for(room, lambda e: e["content"].get("body") == "danach", timeout=30)
+    found = await anna.messages(room)
+    assert len([e for e in found if of_type(ghost, "m.image")(e)]) == 1
+    assert len([e for e in found if of_type(ghost, "m.text")(e)]) == 2
+    assert stack.store is not None
+    assert len(await stack.store.inbox.pending(limit=10)) == 0
+
+
+@pytest.mark.synapse
+async def test_group_mms_lands_in_the_group_portal_and_hostile_types_become_files(
+    phone_bridge: PhoneBridge,
+) -> None:
+    t, stack = phone_bridge, phone_bridge.stack
+    t.phone.receive(NUMBER, "Hallo Gruppe", group="Familie", members=(NUMBER, OTHER))
+    anna = stack.client(stack.owner)
+    assert stack.store is not None
+    room = await until(lambda: _group_portal(stack), 30, "the group's portal")
+    await anna.join(room)
+    voice = b"#!AMR\n" + bytes(range(200))
+    fake = b"<svg onload=alert(1)>"  # says it is a PNG
+    t.phone.receive_mms(
+        OTHER,
+        [
+            SimPart("audio/amr", voice, "Sprachnachricht.amr"),
+            SimPart("image/png", fake, ""),
+            SimPart("text/html", b"<script>1</script>", "x.html"),
+        ],
+        group="Familie",
+        members=(NUMBER, OTHER),
+    )
+    ghost = stack.ghost(OTHER)
+    (audio,) = await anna.wait_for(room, of_type(ghost, "m.audio"), timeout=30)
+    assert audio["content"]["info"]["mimetype"] == "audio/amr"
+    assert await download(anna, stack.owner, audio["content"]["url"]) == voice
+    files = await anna.wait_for(room, of_type(ghost, "m.file"), count=2, timeout=30)
+    assert [f["content"]["info"]["mimetype"] for f in files] == ["application/octet-stream"] * 2
+    assert [f["content"]["body"] for f in files] == ["picture-2.png", "x.html"]
+    assert await download(anna, stack.owner, files[0]["content"]["url"]) == fake
+
+
+async def _group_portal(stack: BridgeStack) -> str | None:
+    assert stack.bridge is not None
+    for portal in await stack.bridge.db.portals():
+        if portal.conversation.startswith("group:") and portal.ready:
+            return portal.room_id
+    return None
