@@ -427,3 +427,52 @@ async def test_bridge_db_from_before_line_selection_keeps_its_portals(tmp_path: 
         assert await db.route("!old:test") == ("auto", None)
     finally:
         await db.stop()
+
+
+async def test_caps_and_premium_numbers_hold_whichever_line_sends(two_lines: TwoLines) -> None:
+    t, stack = two_lines, two_lines.stack
+    assert stack.bridge is not None
+    caps = replace(stack.config.caps, daily_per_user=2, block_premium=True)
+    stack.config = replace(stack.config, caps=caps)
+    stack.bridge.config = stack.config
+    anna, room = await t.room()
+    name = stack.owner.localpart
+    await anna.say(room, "Eins")
+    await until(lambda: f"{name}: Eins" in t.phone_sent(), 30, "through the phone")
+    await t.unplug_phone()
+    await anna.say(room, "Zwei")
+    await until(lambda: f"{name}: Zwei" in t.modem_sent(), 30, "through the modem")
+    # The cap counts a person's texts on every line.
+    over = await anna.say(room, "Drei")
+    (notice,) = await anna.wait_for(
+        room,
+        lambda e: (
+            says(stack, "which is your limit (2)")(e)
+            and e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == over
+        ),
+        timeout=30,
+    )
+    assert notice["content"]["m.mentions"] == {"user_ids": [stack.owner.mxid]}
+    assert await stack.store.outbox.by_request(over) is None  # type: ignore[union-attr]
+
+    # A premium-rate number that wrote through the modem: one room, replies refused on
+    # either line.
+    await t.replug_phone()
+    premium = "+499001234567"
+    t.sim.network.deliver(premium, "Ihr Gewinn!")
+    paid_room = await stack.portal_room(premium, "modem", timeout=30)
+    await until(lambda: stack.bridge.db.linked_lines(paid_room), 30, "the room's lines")  # type: ignore[union-attr]
+    await anna.join(paid_room)
+    stack.bridge.config = replace(stack.config, caps=replace(caps, daily_per_user=0))
+    paid = await anna.say(paid_room, "STOP")
+    (blocked,) = await anna.wait_for(
+        paid_room,
+        lambda e: (
+            says(stack, "premium-rate")(e)
+            and e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == paid
+        ),
+        timeout=30,
+    )
+    assert "Textbridge blocks such numbers" in blocked["content"]["body"]
+    await asyncio.sleep(1.0)
+    assert not any("STOP" in x for x in t.phone_sent() + t.modem_sent())

@@ -554,6 +554,9 @@ class Bridge:
             problem = "Only members of a Textbridge line can text from Matrix."
         else:
             portal = await self.db.portal(lines[0].id, f"+{local}")
+            if portal is None:
+                # Another line with the same people may already have this person's room.
+                portal = await self.router.shared_room(lines[0], f"+{local}")
             if portal is not None:
                 problem = (
                     "You already have a chat with this number: "
