@@ -1077,3 +1077,22 @@ def test_cli_serves_the_wizard(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_welcome_offers_the_home_address_the_certificate_names(web_factory: Any) -> None:
+    """Many Android phones cannot resolve `.local` names: the welcome page also gives the
+    box's home IPv4 address, but only one its certificate names (any other would fail)."""
+    from appliance.web.ca import CertificateAuthority
+
+    c = await web_factory()
+    complete_setup(c.settings)
+    await c.login()
+    status, text = await c.page("/family/owner/welcome")
+    assert status == 200 and "https://textbridge.local" in text
+    assert "cannot find that server" not in text  # no certificate yet: nothing to offer
+    ca = CertificateAuthority(c.settings.state_dir / "ca", "textbridge.local")
+    ca.ensure(("textbridge.local",), ("192.168.1.50", "127.0.0.1", "fd12::5", "198.51.100.7"))
+    status, text = await c.page("/family/owner/welcome")
+    assert "cannot find that server" in text and "https://192.168.1.50" in text
+    for other in ("127.0.0.1", "fd12::5", "198.51.100.7"):
+        assert f"https://{other}" not in text

@@ -3,6 +3,7 @@ and the onboarding page each new member gets."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import time
@@ -10,12 +11,14 @@ from typing import Any
 
 import segno
 from aiohttp import web
+from cryptography import x509
 from markupsafe import Markup
 
 from appliance.homeserver.base import HomeserverError, HomeserverUnavailable, UserExists
 from appliance.web import validate
-from appliance.web.app import get_web, render, session_of
+from appliance.web.app import Web, get_web, render, session_of
 from appliance.web.state import Member
+from appliance.web.tls import is_home_address
 
 ELEMENT_X_ANDROID = "https://play.google.com/store/apps/details?id=io.element.android.x"
 ELEMENT_X_IOS = "https://apps.apple.com/app/element-x-secure-chat-call/id1631335820"
@@ -121,6 +124,26 @@ def _own_host(request: web.Request, fallback: str) -> str:
     return host if _HOST_RE.fullmatch(host) else fallback
 
 
+def fallback_addresses(w: Web, address: str) -> list[str]:
+    """For a `.local` server address: the box's home-network IPv4 addresses that its
+    certificate names, to type instead on a phone that cannot resolve `.local` names (many
+    Android phones). Only addresses the certificate covers: any other would fail in TLS."""
+    if not address.rstrip("/").endswith(".local"):
+        return []
+    cert = w.ca().server_certificate()
+    if cert is None:
+        return []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [
+        f"https://{ip}"
+        for ip in san.get_values_for_type(x509.IPAddress)
+        if isinstance(ip, ipaddress.IPv4Address) and is_home_address(ip)
+    ]
+
+
 async def welcome(request: web.Request, *, back: str) -> web.Response:
     """The onboarding page for one member: what to install, where to log in, the one-time
     password or registration token (only right after it was made)."""
@@ -147,6 +170,7 @@ async def welcome(request: web.Request, *, back: str) -> web.Response:
         qr_android=qr_svg(ELEMENT_X_ANDROID, "QR code: Element X in the Google Play store"),
         qr_ios=qr_svg(ELEMENT_X_IOS, "QR code: Element X in Apple's App Store"),
         qr_address=qr_svg(address, f"QR code: the server address {address}"),
+        fallback_addresses=fallback_addresses(w, address),
         install_url=install_url,
         qr_install=qr_svg(install_url, "QR code: the page that makes this phone trust Textbridge"),
         back=back,

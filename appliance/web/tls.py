@@ -48,6 +48,14 @@ RETRY_AFTER_ERROR_S = 6 * 3600.0
 _HOME_NETWORKS = [ipaddress.ip_network(n) for n in PRIVATE_NETWORKS]
 
 
+def is_home_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An address a phone at home can type and the home root may vouch for: private IPv4,
+    ULA IPv6; not loopback or link-local (no phone types those)."""
+    if address.is_loopback or address.is_link_local:
+        return False
+    return any(address in net for net in _HOME_NETWORKS)
+
+
 def home_addresses() -> tuple[str, ...]:
     """This box's addresses that a phone at home can type (private IPv4, ULA IPv6), for the
     home certificate: a phone whose system cannot resolve `.local` names uses the address
@@ -63,9 +71,7 @@ def home_addresses() -> tuple[str, ...]:
             if not raw:
                 continue
             address = ipaddress.ip_address(raw)
-            if address.is_loopback or address.is_link_local:
-                continue
-            if any(address in net for net in _HOME_NETWORKS) and str(address) not in found:
+            if is_home_address(address) and str(address) not in found:
                 found.append(str(address))
     return tuple(found)
 
