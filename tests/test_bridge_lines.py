@@ -57,9 +57,13 @@ class TwoLines:
         await until(lambda: self.phone.status().state == LineState.READY, 60, "phone ready")
 
     async def row(self, event_id: str) -> OutboxRow:
-        assert self.stack.store is not None
-        row = await self.stack.store.outbox.by_request(event_id)
-        assert row is not None, f"no outbox row for {event_id}"
+        """The outbox row of a member's message (the bridge queues it when the homeserver
+        hands over the event, a moment after the client sent it)."""
+        store = self.stack.store
+        assert store is not None
+        row: OutboxRow = await until(
+            lambda: store.outbox.by_request(event_id), 30, f"the outbox row of {event_id}"
+        )
         return row
 
     async def room(self, body: str = "Hallo per RCS") -> tuple[Member, str]:
@@ -476,3 +480,34 @@ async def test_caps_and_premium_numbers_hold_whichever_line_sends(two_lines: Two
     assert "Textbridge blocks such numbers" in blocked["content"]["body"]
     await asyncio.sleep(1.0)
     assert not any("STOP" in x for x in t.phone_sent() + t.modem_sent())
+
+
+async def test_texts_keep_their_order_when_the_phone_comes_back(two_lines: TwoLines) -> None:
+    t, stack = two_lines, two_lines.stack
+    anna, room = await t.room()
+    name = stack.owner.localpart
+    # The modem takes its time with each text (the network answers AT+CMGS late).
+    t.sim.network.submit_delay = 20.0
+    await t.unplug_phone()
+    first = await anna.say(room, "Eins")
+
+    async def in_flight() -> bool:
+        row = await t.row(first)
+        return row.request.line_id == "modem" and row.state == OutboxState.SENDING
+
+    await eventually(in_flight, 30, "the first text going out through the modem")
+    await t.replug_phone()
+    # The phone is back, but the first text is still on its way as SMS: the second one
+    # follows it there instead of overtaking it through the phone.
+    second = await anna.say(room, "Zwei")
+    assert (await t.row(second)).request.line_id == "modem"
+    await until(lambda: f"{name}: Zwei" in t.modem_sent(), 60, "the second SMS")
+    assert t.modem_sent() == [f"{name}: Eins", f"{name}: Zwei"]
+    assert t.phone_sent() == []
+    (note,) = await anna.wait_for(room, says(stack, "follows them"), timeout=30)
+    assert note["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == second
+    # Once those are out, the chat is back on the phone.
+    t.sim.network.submit_delay = 0.0
+    third = await anna.say(room, "Drei")
+    await until(lambda: f"{name}: Drei" in t.phone_sent(), 30, "through the phone")
+    assert (await t.row(third)).request.line_id == "phone"

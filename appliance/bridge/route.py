@@ -224,6 +224,15 @@ class Router:
                 )
             return Choice(None, refusal=_not_member(sender, [x.id for x in lines]))
         first = wanted[0]
+        if preference == "auto":
+            follow = await self._still_going(portal, allowed, first)
+            if follow is not None:
+                return Choice(
+                    follow,
+                    route=preference,
+                    fallback=f"earlier texts of this chat were still on their way through "
+                    f"line {follow.id}; this one follows them to keep their order",
+                )
         for line in allowed:
             if self.usable(line.id, starting=True):
                 fallback = None
@@ -245,6 +254,22 @@ class Router:
                 "cannot go through there."
             )
         return Choice(line, route=preference, waits=waits)
+
+    async def _still_going(
+        self, portal: Portal, allowed: list[LineConfig], first: LineConfig
+    ) -> LineConfig | None:
+        """A line other than the first that still has texts of this chat queued or in
+        flight (handed to it while the first could not send) and can send: a new text
+        goes after them there, so the contact gets them in the order they were written."""
+        for line in allowed:
+            if line is first or not self.usable(line.id):
+                continue
+            rows = await self.bridge.store.outbox.by_state(
+                OutboxState.QUEUED, OutboxState.SENDING, line_id=line.id, limit=500
+            )
+            if any(r.request.conversation == portal.conversation for r in rows):
+                return line
+        return None
 
     # --- handing waiting texts to the next line -----------------------------------------------
 
