@@ -357,6 +357,23 @@ async def test_a_member_of_one_line_only_is_routed_and_refused_by_line(
     assert notice["content"]["m.mentions"] == {"user_ids": [stack.member.mxid]}
     assert await t.stack.store.outbox.by_request(refused) is None  # type: ignore[union-attr]
 
+    # Someone on neither line, invited by a member, can neither text nor change the route.
+    await anna.client.room_invite(room, stack.outsider.mxid)
+    eve = stack.client(stack.outsider)
+    await eve.join(room)
+    change = await eve.say(room, "!line auto")
+    (no,) = await eve.wait_for(
+        room,
+        lambda e: (
+            says(stack, "is not a member of line phone or modem")(e)
+            and e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+            == change
+        ),
+        timeout=30,
+    )
+    assert no["content"]["m.mentions"] == {"user_ids": [stack.outsider.mxid]}
+    assert await stack.bridge.db.route(room) == ("sms", "phone")
+
     # The phone is back: Ben's waiting text goes through it (where he is a member).
     await t.replug_phone()
     await until(lambda: any("Ben wartet" in x for x in t.phone_sent()), 30, "phone")
