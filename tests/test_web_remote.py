@@ -5,6 +5,7 @@ again, revoking, and a removed family member's devices going with them."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
@@ -14,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from appliance.web.app import WEB_KEY
 from appliance.web.state import Member, WebState
 from appliance.wireguard import client, keys, tunnel
 from tests.plugins.web import OWNER, OWNER_PASSWORD, complete_setup
+from tests.waiting import until
 
 GOOD = {"enabled": "on", "endpoint_host": "smith.duckdns.org", "endpoint_port": "51820"}
 PRE_RE = re.compile(r"<pre[^>]*>(.*?)</pre>", re.S)
@@ -306,3 +309,29 @@ async def test_remote_page_in_chromium(web_factory: Any, tmp_path: Path) -> None
             assert problems == []
         finally:
             await browser.close()
+
+
+async def test_the_tunnel_address_gets_into_the_home_certificate(web_factory: Any) -> None:
+    """With remote access on, the HTTPS site's certificate names the appliance's tunnel
+    address (phones away from home reach it there), the device page says to use it in
+    Element X, and the welcome page does not offer it as a home address."""
+    from cryptography import x509
+
+    c = await configured(web_factory)
+    w = c.client.server.app[WEB_KEY]
+    await asyncio.to_thread(w.tls.context)  # the HTTPS site is up
+    status, page = await add_device(c)
+    assert status == 200
+    state = tunnel.load(state_file(c))
+    assert f"https://{state.appliance_address}" in page
+
+    def names_it() -> bool:
+        cert = w.ca().server_certificate()
+        if cert is None:
+            return False
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return state.appliance_address in [str(i) for i in san.get_values_for_type(x509.IPAddress)]
+
+    await until(names_it, 20, "the tunnel address in the certificate")
+    status, welcome = await c.page("/family/owner/welcome")
+    assert status == 200 and f"https://{state.appliance_address}" not in welcome

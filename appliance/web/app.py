@@ -91,6 +91,15 @@ class Web:
         return await self.control.notice(topic, key, text, severity)
 
 
+def tunnel_addresses(state_dir: Path) -> tuple[str, ...]:
+    """The appliance's WireGuard address while remote access is on: phones away from home
+    reach the HTTPS site there, so the home certificate must name it."""
+    from appliance.wireguard import tunnel
+
+    state = tunnel.load(state_dir / tunnel.STATE_FILE)
+    return (state.appliance_address,) if state.enabled and state.subnet else ()
+
+
 WEB_KEY = web.AppKey("textbridge_web", Web)
 SESSION_KEY = web.RequestKey("session", Session)
 NEW_COOKIE_KEY = web.RequestKey("new_cookie", bool)
@@ -350,6 +359,7 @@ def make_app(settings: WebSettings) -> web.Application:
         poll_interval=settings.acme_poll_interval,
         detect_addresses=settings.detect_addresses,
         notify=lambda topic, key, text, severity: holder[0].tell_owners(topic, key, text, severity),
+        more_ips=lambda: tunnel_addresses(settings.state_dir),
     )
     w = Web(
         settings=settings,

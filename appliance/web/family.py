@@ -137,10 +137,13 @@ def fallback_addresses(w: Web, address: str) -> list[str]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
+    from appliance.web.app import tunnel_addresses
+
+    away = set(tunnel_addresses(w.state.dir))  # reached through WireGuard, not at home
     return [
         f"https://{ip}"
         for ip in san.get_values_for_type(x509.IPAddress)
-        if isinstance(ip, ipaddress.IPv4Address) and is_home_address(ip)
+        if isinstance(ip, ipaddress.IPv4Address) and is_home_address(ip) and str(ip) not in away
     ]
 
 

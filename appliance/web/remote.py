@@ -39,6 +39,8 @@ def load(w: Web) -> Tunnel:
 
 def save(w: Web, state: Tunnel) -> None:
     tunnel.save(_state_path(w), state)
+    # The home certificate names the tunnel address while remote access is on.
+    w.tls.refresh_soon()
 
 
 async def appliance_public_key(w: Web) -> str:

@@ -25,6 +25,7 @@ import datetime as dt
 import ipaddress
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -111,6 +112,7 @@ class Certificates:
         poll_interval: float = 2.0,
         detect_addresses: bool = False,
         notify: Notifier | None = None,
+        more_ips: Callable[[], tuple[str, ...]] | None = None,
     ) -> None:
         self.dir = state_dir / ACME_DIR
         self._ca = ca
@@ -121,11 +123,17 @@ class Certificates:
         self.poll_interval = poll_interval
         self.detect_addresses = detect_addresses
         self.notify = notify
+        # Addresses known from our own state rather than the interfaces (the WireGuard
+        # tunnel's, so a phone away from home can use it the moment remote access is on).
+        self.more_ips = more_ips
         self.challenges = acme.ChallengeStore()
         self._home: ssl.SSLContext | None = None
         self._own: ssl.SSLContext | None = None
         self._own_names: frozenset[str] = frozenset()
         self._task: asyncio.Task[None] | None = None
+        # reload() runs in threads (the hourly check, refresh_soon): two at once could write
+        # one's key and the other's certificate.
+        self._reload_lock = threading.Lock()
 
     # --- files --------------------------------------------------------------------------
 
@@ -199,6 +207,10 @@ class Certificates:
         """Load (again) the home certificate, renewing it if due, and the ACME certificate if
         it is usable. Blocking (file I/O and key generation): call it off the loop where it
         matters. Returns whether the home certificate was renewed."""
+        with self._reload_lock:
+            return self._reload()
+
+    def _reload(self) -> bool:
         ca = self._ca()
         ips = self.ips
         if self.detect_addresses:
@@ -206,6 +218,11 @@ class Certificates:
                 ips += tuple(a for a in home_addresses() if a not in ips)
             except Exception as exc:  # no netlink (a container): the names still work
                 log.warning("tls: this box's addresses are not readable: %s", exc)
+        if self.more_ips is not None:
+            try:
+                ips += tuple(a for a in self.more_ips() if a not in ips)
+            except (OSError, ValueError) as exc:
+                log.warning("tls: addresses from the state not readable: %s", exc)
         renewed = ca.ensure(self.hostnames, ips)
         if self._home is not None:
             self._home.load_cert_chain(ca.server_cert_path, ca.server_key_path)
@@ -225,6 +242,19 @@ class Certificates:
             log.warning("tls: the domain's certificate is not usable: %s", exc)
             return None, frozenset()
         return own, names
+
+    def refresh_soon(self) -> None:
+        """Reload in the background after a change that adds an address (remote access
+        switched on), so new handshakes name it; errors are logged."""
+
+        def run() -> None:
+            try:
+                if self.reload():
+                    log.info("tls: home certificate re-issued for a new address")
+            except Exception:
+                log.exception("tls: refreshing the home certificate failed")
+
+        asyncio.get_running_loop().run_in_executor(None, run)
 
     # --- ACME -----------------------------------------------------------------------------
 

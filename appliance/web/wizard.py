@@ -121,10 +121,9 @@ async def step_context(request: web.Request, step: int) -> dict[str, Any]:
     if step == 5:
         from appliance.web import secure
 
+        # The same path as the HTTPS site's (one lock, every address it should name).
+        await asyncio.to_thread(w.tls.reload)
         ca = w.ca()
-        await asyncio.to_thread(
-            ca.ensure, w.settings.extra_hostnames, w.settings.certificate_ips
-        )
         return {"ca": ca.info(), "server_name": w.server_name(),
                 "cert_action": "/setup/5/acme", **secure.certificate_context(request)}
     owner = w.state.owner()
