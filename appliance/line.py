@@ -25,6 +25,7 @@ class LineCapabilities:
     groups: bool = False
     media: bool = False
     rcs: bool = False
+    media_max_bytes: int = 0  # the biggest file the line sends (with media=True)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ the simulated phone; RCS media stay a description with a note."""
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,7 @@ from appliance.line import LineState
 from appliance.phone.config import PhoneConfig
 from appliance.phone.line import PhoneLine
 from appliance.store import Store
-from appliance.store.models import InboxRow
+from appliance.store.models import InboxRow, OutboxState
 from tests.plugins.bridge import BridgeStack, Member
 from tests.plugins.phone import AdbDevice, PhoneHarness
 from tests.plugins.synapse import MatrixUser
@@ -334,3 +335,124 @@ async def _group_portal(stack: BridgeStack) -> str | None:
         if portal.conversation.startswith("group:") and portal.ready:
             return portal.room_id
     return None
+
+
+# -- media out, through the share intent and the UI -----------------------------------------
+
+
+async def queue_file(
+    h: PhoneHarness, data: bytes, mime: str, name: str, rid: str, dest: str = NUMBER
+) -> int:
+    stored = await h.store.attachments.put(data)
+    attachment = {"file": stored, "type": mime, "name": name, "size": len(data)}
+    return await h.send(name, dest=dest, rid=rid, attachment=attachment)
+
+
+async def test_a_picture_goes_out_through_the_share_and_the_send_button(
+    phone_line: Callable[..., Any],
+) -> None:
+    h: PhoneHarness = await phone_line()
+    picture = png(120, 80, seed=5)
+    row_id = await queue_file(h, picture, "image/png", "Urlaub.png", "m1")
+    row = await h.state(row_id, OutboxState.SENT)
+    assert row.error is None
+    (sent,) = h.phone.sent
+    assert sent.recipients == (NUMBER,) and sent.attachment == ("image/png", picture)
+    (path, pushed) = h.phone.received_pushes[0]
+    assert pushed == picture and path == f"/storage/emulated/0/Download/Textbridge/tb-{row_id}.png"
+    (share,) = h.phone.shares
+    assert share.address == NUMBER and share.resolved
+    assert share.uri.startswith("content://media/external/images/media/")
+    # The pushed copy is gone from the phone, and the appliance's copy from the store.
+    assert h.phone.storage == {} and h.phone.media_store == {}
+    assert await h.store.attachments.get(hashlib.sha256(picture).hexdigest()) is None
+
+
+async def test_push_failure_and_a_share_without_preview_send_nothing_and_retry(
+    phone_line: Callable[..., Any],
+) -> None:
+    h: PhoneHarness = await phone_line(retry_delay=0.3, max_send_attempts=10)
+    h.phone.faults.push_fail = "No space left on device"
+    data = b"BEGIN:VCARD\r\nFN:Oma\r\nEND:VCARD\r\n"
+    row_id = await queue_file(h, data, "text/x-vcard", "Oma.vcf", "m2")
+    await until(lambda: h.device.server.pushes >= 2, 15, "two push attempts")
+    row = await h.store.outbox.get(row_id)
+    assert row is not None and row.state in (OutboxState.QUEUED, OutboxState.SENDING)
+    assert not h.phone.sent and not h.phone.shares
+
+    async def errored() -> bool:
+        r = await h.store.outbox.get(row_id)
+        return r is not None and "No space left on device" in (r.error or "")
+
+    await until(errored, 15, "the phone's words in the row's error")
+
+    # The push works now, but Messages shows no attachment: no tap, the copy is removed.
+    h.phone.faults.push_fail = None
+    h.phone.faults.share_without_preview = True
+    await h.event("layout")
+    assert not h.phone.sent and h.phone.shares
+    assert not [c for c in h.phone.executed if c[:2] == ["input", "tap"]]
+    assert h.phone.storage == {}
+    row = await h.store.outbox.get(row_id)
+    assert row is not None and row.state in (OutboxState.QUEUED, OutboxState.SENDING)
+
+    h.phone.faults.share_without_preview = False
+    row = await h.state(row_id, OutboxState.SENT)
+    (sent,) = h.phone.sent
+    assert sent.attachment == ("text/x-vcard", data)
+    assert h.phone.shares[-1].uri.startswith("content://media/external/file/")
+
+
+async def upload(member: Member, user: MatrixUser, data: bytes, mime: str) -> str:
+    url = f"{member.client.homeserver}/_matrix/media/v3/upload"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url,
+            data=data,
+            headers={"Authorization": f"Bearer {user.access_token}", "Content-Type": mime},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return str((await resp.json())["content_uri"])
+
+
+@pytest.mark.synapse
+async def test_a_picture_from_matrix_leaves_through_the_phone(phone_bridge: PhoneBridge) -> None:
+    t, stack = phone_bridge, phone_bridge.stack
+    t.phone.receive(NUMBER, "Schick mal ein Bild")
+    room = await stack.portal_room(NUMBER, "phone", timeout=30)
+    anna = stack.client(stack.owner)
+    await anna.join(room)
+    picture = png(100, 50, seed=11)
+    mxc = await upload(anna, stack.owner, picture, "image/png")
+    event_id = await anna.send(
+        room,
+        {
+            "msgtype": "m.image",
+            "body": "Katze.png",
+            "url": mxc,
+            "info": {"mimetype": "image/png", "size": len(picture), "w": 100, "h": 50},
+        },
+    )
+    assert stack.store is not None
+
+    async def sent() -> bool:
+        assert stack.store is not None
+        row = await stack.store.outbox.by_request(event_id)
+        return row is not None and row.state == OutboxState.SENT
+
+    await until(sent, 30, "the picture sent")
+    (out,) = t.phone.sent
+    assert out.recipients == (NUMBER,) and out.attachment == ("image/png", picture)
+    assert t.phone.storage == {}
+    # A file bigger than the line sends is refused in the room, nothing is queued.
+    big = await anna.send(
+        room,
+        {"msgtype": "m.file", "body": "huge.bin", "url": mxc, "info": {"size": 11 << 20}},
+    )
+    await anna.wait_for(
+        room, lambda e: "bigger than the 10 MiB" in e["content"].get("body", ""), timeout=30
+    )
+    assert await stack.store.outbox.by_request(big) is None
+    assert len(t.phone.sent) == 1

@@ -94,6 +94,17 @@ class Sent:
     text: str
     rcs: bool
     time: int
+    attachment: tuple[str, bytes] | None = None  # (MIME type, bytes) Messages read
+
+
+@dataclass(frozen=True)
+class Shared:
+    """A share intent Messages received: what it was asked to attach, and for whom."""
+
+    mime: str
+    uri: str
+    address: str
+    resolved: bool  # the URI named a file Messages could read
 
 
 @dataclass
@@ -120,6 +131,9 @@ class Faults:
     # A push fails with this FAIL text (adbd sends the errno's words, e.g. "No space left
     # on device").
     push_fail: str | None = None
+    # The share opens the compose screen without the attachment (Messages could not read
+    # it, or its layout changed).
+    share_without_preview: bool = False
     # MMS parts whose file is gone (`content read` fails with FileNotFoundException).
     missing_parts: set[int] = field(default_factory=set)
 
@@ -146,6 +160,10 @@ class SimPhone:
         self.mms: list[SimMms] = []
         self.storage: dict[str, bytes] = {}  # files on shared storage (pushed, by path)
         self.received_pushes: list[tuple[str, bytes]] = []
+        self.media_store: dict[int, str] = {}  # MediaStore _id -> path of an indexed file
+        self._next_media = 1000
+        self.shares: list[Shared] = []
+        self.attachment: tuple[str, bytes] | None = None  # in the compose box
         self._next_mms = 7
         self._next_part = 30
         self.sent: list[Sent] = []
@@ -341,7 +359,26 @@ class SimPhone:
                 return "couldn't create file: Permission denied"
             self.storage[_canonical(path)] = data
             self.received_pushes.append((path, data))
+            if int(self.android.split(".")[0]) >= 11:
+                # Android 11+: shared storage is a FUSE file system run by MediaProvider,
+                # which indexes a file created through it when it is closed.
+                self._index(_canonical(path))
             return None
+
+    def _index(self, path: str) -> None:
+        if path in self.storage and path not in self.media_store.values():
+            self.media_store[self._next_media] = path
+            self._next_media += 1
+
+    def _media_path(self, uri: str) -> str | None:
+        m = re.fullmatch(
+            r"content://media/external(?:_primary)?/(?:images/media|video/media|"
+            r"audio/media|file|downloads)/(\d+)",
+            uri,
+        )
+        if m is not None:
+            return self.media_store.get(int(m.group(1)))
+        return None
 
     def stat(self, path: str) -> tuple[int, int, int]:
         with self.lock:
@@ -417,11 +454,13 @@ class SimPhone:
             )
         else:
             send_id, send_desc = f"{MESSAGES}:id/send_message_button_icon", "Send SMS"
+        attached = self.attachment is not None and not self.faults.share_without_preview
         return formats.ui_dump(
             screen="conversation",
             title=conv.display,
             bubbles=bubbles,
             compose=self.compose,
+            attachment=attached,
             hint="RCS message" if conv.rcs else "Text message",
             send_id=send_id,
             send_desc=send_desc,
@@ -459,11 +498,51 @@ class SimPhone:
         self.compose = body
         return _starting(data)
 
+    def _share(self, mime: str, uri: str, address: str) -> str:
+        """ACTION_SEND to Messages with EXTRA_STREAM and an `address` extra: its compose
+        screen for those recipients, the file attached (if it can read it)."""
+        if not self.faults.messages_installed:
+            return (
+                "Error: Activity not started, unable to resolve Intent "
+                "{ act=android.intent.action.SEND }\n"
+            )
+        if self.faults.messages_crashed:
+            self._start_messages()
+        path = self._media_path(uri)
+        data = self.storage.get(path) if path is not None else None
+        self.shares.append(Shared(mime, uri, address, data is not None))
+        started = (
+            f"Starting: Intent {{ act=android.intent.action.SEND typ={mime} flg=0x1 "
+            f"pkg={MESSAGES} (has extras) }}\n"
+        )
+        if self.locked:
+            return started
+        recipients = tuple(r for r in address.split(";") if r)
+        known = next((c for c in self.conversations if set(c.members) == set(recipients)), None)
+        conv = known or self._conversation(recipients, None, True)
+        self.screen, self.open_thread = "conversation", conv.thread
+        conv.unread.clear()
+        self.compose = ""
+        self.attachment = (mime, data) if data is not None else None
+        return started
+
     def _tap(self, x: int, y: int) -> None:
         if self.locked or self.screen != "conversation" or self.open_thread is None:
             return
         x1, y1, x2, y2 = formats.SEND_BOUNDS
-        if not (x1 <= x < x2 and y1 <= y < y2) or not self.compose:
+        if not (x1 <= x < x2 and y1 <= y < y2):
+            return
+        if self.attachment is not None and not self.faults.share_without_preview:
+            if self.faults.tap_ignored:
+                return
+            conv = next(c for c in self.conversations if c.thread == self.open_thread)
+            attachment, self.attachment = self.attachment, None
+            now = self.now()
+            conv.history.append(SimMessage(None, self.compose, now, attachment[0]))
+            self.sent.append(Sent(conv.members, self.compose, conv.rcs, now, attachment))
+            self.compose = ""
+            return
+        if not self.compose:
             return
         if self.faults.tap_ignored:
             return
@@ -731,6 +810,20 @@ class Shell:
             return formats.window_dump(locked=p.locked, focus=p.focus()), True
         if name == "am" and args[:1] == ["start"]:
             return self._am_start(args[1:])
+        if name == "am" and args[:1] == ["broadcast"]:
+            return self._am_broadcast(args[1:])
+        if name == "rm":
+            paths = [a for a in args if not a.startswith("-")]
+            for path in paths:
+                c = _canonical(path)
+                if not path.startswith(("/sdcard/", "/storage/emulated/0/")):
+                    return f"rm: {path}: Permission denied\n", False
+                if p.storage.pop(c, None) is None and "-f" not in args:
+                    return f"rm: {path}: No such file or directory\n", False
+                for media_id, indexed in list(p.media_store.items()):
+                    if indexed == c:
+                        del p.media_store[media_id]  # MediaProvider sees the unlink (FUSE)
+            return "", True
         if name == "uiautomator" and args[:1] == ["dump"]:
             if not p.awake:
                 return "ERROR: null root node returned by UiTestAutomationBridge.\n", False
@@ -754,8 +847,21 @@ class Shell:
             raise Disconnect(b"")
         return f"/system/bin/sh: {name}: inaccessible or not found\n", False
 
+    def _am_broadcast(self, args: list[str]) -> tuple[str, bool]:
+        # MediaScannerReceiver (Android <= 10) / MediaService (11+) scan the file.
+        if args[:2] == ["-a", "android.intent.action.MEDIA_SCANNER_SCAN_FILE"] and "-d" in args:
+            uri = args[args.index("-d") + 1]
+            if uri.startswith("file://"):
+                self.phone._index(_canonical(uri.removeprefix("file://")))
+            return (
+                "Broadcasting: Intent { act=android.intent.action.MEDIA_SCANNER_SCAN_FILE "
+                "dat=file:///sdcard/... flg=0x400000 }\nBroadcast completed: result=0\n",
+                True,
+            )
+        return "Broadcast completed: result=0\n", True
+
     def _am_start(self, args: list[str]) -> tuple[str, bool]:
-        action = data = pkg = None
+        action = data = pkg = mime = None
         extras: dict[str, str] = {}
         i = 0
         while i < len(args):
@@ -767,14 +873,20 @@ class Shell:
                     data = args[i + 1]
                 elif a == "-p":
                     pkg = args[i + 1]
+                elif a == "-t":
+                    mime = args[i + 1]
                 i += 2
-            elif a in ("--es", "--ez", "--ei") and i + 2 < len(args):
+            elif a in ("--es", "--ez", "--ei", "--eu") and i + 2 < len(args):
                 extras[args[i + 1]] = args[i + 2]
                 i += 3
-            elif a in ("-W", "-S"):
+            elif a in ("-W", "-S", "--grant-read-uri-permission"):
                 i += 1
             else:
                 return f"Error: Unknown option: {a}\n", False
+        if action == "android.intent.action.SEND" and pkg == MESSAGES and mime:
+            stream = extras.get("android.intent.extra.STREAM", "")
+            out = self.phone._share(mime, stream, extras.get("address", ""))
+            return out, not out.startswith("Error")
         if action != "android.intent.action.SENDTO" or not data or not data.startswith("smsto:"):
             return "Error: Activity not started, unable to resolve Intent\n", False
         if pkg not in (None, MESSAGES):
@@ -792,6 +904,18 @@ class Shell:
             return formats.PROVIDER_DENIED, False
         if uri.startswith("content://mms"):
             return self._mms_query(uri, opts)
+        if uri == "content://media/external/file":
+            m = re.fullmatch(r"_data='([^']*)'", opts.get("--where", ""))
+            if m is None:
+                return "Error while accessing provider:media\nunsupported where\n", False
+            path = _canonical(m.group(1))
+            found: list[dict[str, str | int | None]] = [
+                {"_id": k, "_data": "/storage/emulated/0/" + v.removeprefix("/sdcard/")}
+                for k, v in p.media_store.items()
+                if v == path
+            ]
+            projection = opts.get("--projection", "_id:_data").split(":")
+            return formats.query_rows(found, projection), True
         if uri == "content://sms/inbox":
             rows = list(p.provider)
         elif uri == "content://sms/sent":

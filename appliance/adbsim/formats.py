@@ -261,6 +261,7 @@ def ui_dump(
     send_id: str = f"{MESSAGES}:id/send_message_button_icon",
     send_desc: str = "Send end-to-end encrypted message",
     send_enabled: bool = True,
+    attachment: bool = False,
 ) -> str:
     """The XML `uiautomator dump` writes, for the home screen, the lock screen or a
     Messages conversation with its compose box."""
@@ -372,6 +373,40 @@ def ui_dump(
             )
             top += 190
         nodes.append("</node>")
+        if attachment:
+            # The attachment preview above the compose box; the ids are those of AOSP
+            # Messaging (Bugle, which Google Messages grew from): attachment_draft_view
+            # holding attachment_image_view and its close_button. An assumption about
+            # Google Messages until the HIL test captures a real dump.
+            node(
+                1,
+                4,
+                "android.widget.FrameLayout",
+                pkg,
+                "[150,1800][600,2090]",
+                rid=f"{pkg}:id/attachment_draft_view",
+                close=False,
+            )
+            node(
+                2,
+                0,
+                "android.widget.ImageView",
+                pkg,
+                "[150,1800][600,2090]",
+                rid=f"{pkg}:id/attachment_image_view",
+                desc="Image attachment",
+            )
+            node(
+                2,
+                1,
+                "android.widget.ImageButton",
+                pkg,
+                "[530,1800][600,1870]",
+                rid=f"{pkg}:id/close_button",
+                desc="Remove attachment",
+                clickable=True,
+            )
+            nodes.append("</node>")
         node(
             1,
             2,
@@ -392,7 +427,7 @@ def ui_dump(
             rid=send_id,
             desc=send_desc,
             clickable=True,
-            enabled=send_enabled and bool(compose),
+            enabled=send_enabled and (bool(compose) or attachment),
             focusable=True,
         )
         nodes.append("</node>")

@@ -4,7 +4,9 @@ The outbox is idempotent by request id and the request id is the Matrix event id
 appservice transaction the homeserver sends twice (it does, after a bridge crash) cannot
 send a text twice. Everything that is not sent gets a visible notice, never silence:
 people who are not on the line, media on an SMS line, edits, reactions and redactions,
-a daily cap reached, a premium or short-code number.
+a daily cap reached, a premium or short-code number. A picture, video, voice message or
+file for a line that sends media (the phone) is fetched from the homeserver first, into
+the store's attachments, and queued with it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from mautrix.types import (
     UserID,
 )
 
+from appliance.bridge import media as media_info
 from appliance.bridge.appservice import RetryLater
 from appliance.bridge.db import Portal
+from appliance.bridge.inbound import transient
 from appliance.bridge.text import plain_text, quote
 from appliance.phonenum import NumberKind, is_international, is_premium_or_short, normalize
 from appliance.sms import pdu
@@ -36,7 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
+DEFAULT_MEDIA_MAX = 10 * 1024 * 1024
 TEXT_TYPES = frozenset({"m.text", "m.notice", "m.emote"})
+MEDIA_TYPES = frozenset({"m.image", "m.video", "m.audio", "m.file"})
 
 
 def sms_parts(body: str) -> int:
@@ -124,6 +130,9 @@ class Outbound:
                     "Send the correction as a new message.",
                 )
             return
+        if msgtype in MEDIA_TYPES:
+            await self._send(portal, line, sender, event_id, "", media=content)
+            return
         if msgtype not in TEXT_TYPES:
             await self.refuse(room_id, event_id, sender, self._no_media(line))
             return
@@ -139,13 +148,81 @@ class Outbound:
         transport = self.bridge.lines.get(line.id)
         if transport is not None and transport.capabilities.media:
             return (
-                f"Not sent: Textbridge cannot send pictures, files or voice messages through "
-                f"line {line.id} yet. Send the words as a text."
+                f"Not sent: Textbridge cannot send stickers or locations through line "
+                f"{line.id}. Send a picture or the words as a text."
             )
         return (
             f"Not sent: line {line.id} carries text only (SMS), so pictures, files, voice "
             "messages, stickers and locations cannot go out. Send the words as a text."
         )
+
+    async def _attachment(
+        self,
+        room_id: RoomID,
+        event_id: EventID,
+        sender: UserID,
+        line: LineConfig,
+        choice: Any,
+        content: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """Fetch the event's file from the homeserver into the store's attachments (durable
+        before the row is queued); None when it cannot go out (and the room was told).
+        A file row never moves to another line: it has no "route" in its meta."""
+        transport = self.bridge.lines.get(line.id)
+        if transport is None or not transport.capabilities.media:
+            why = self._no_media(line)
+            if choice.fallback:
+                why += f" ({choice.fallback})"
+            await self.refuse(room_id, event_id, sender, why)
+            return None
+        limit = transport.capabilities.media_max_bytes or DEFAULT_MEDIA_MAX
+        url = content.get("url")
+        raw_info = content.get("info")
+        info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
+        if not isinstance(url, str) or not url.startswith("mxc://"):
+            await self.refuse(
+                room_id,
+                event_id,
+                sender,
+                "Not sent: this file is end-to-end encrypted or has no address Textbridge "
+                "can fetch it from.",
+            )
+            return None
+        declared = info.get("size")
+        too_big = (
+            f"Not sent: the file is bigger than the {limit // (1024 * 1024)} MiB the phone "
+            f"line sends (line {line.id})."
+        )
+        if isinstance(declared, int) and declared > limit:
+            await self.refuse(room_id, event_id, sender, too_big)
+            return None
+        try:
+            data = await self.bridge.az.intent.download_media(url)  # type: ignore[arg-type]
+        except Exception as exc:
+            if transient(exc):
+                raise RetryLater("the homeserver did not hand out the file") from exc
+            await self.refuse(
+                room_id,
+                event_id,
+                sender,
+                "Not sent: Textbridge could not fetch the file from the homeserver.",
+            )
+            return None
+        if len(data) > limit:
+            await self.refuse(room_id, event_id, sender, too_big)
+            return None
+        try:
+            name = await self.bridge.store.attachments.put(data)
+        except Exception as exc:
+            raise RetryLater("the store did not take the file") from exc
+        mimetype = media_info.safe_mime(str(info.get("mimetype", "")))
+        filename = content.get("filename") or content.get("body") or ""
+        return {
+            "file": name,
+            "type": mimetype,
+            "name": media_info.safe_name(str(filename), mimetype, 0),
+            "size": len(data),
+        }
 
     async def _reaction(
         self,
@@ -204,7 +281,14 @@ class Outbound:
         return None
 
     async def _send(
-        self, portal: Portal, line: LineConfig, sender: UserID, event_id: EventID, text: str
+        self,
+        portal: Portal,
+        line: LineConfig,
+        sender: UserID,
+        event_id: EventID,
+        text: str,
+        *,
+        media: dict[str, Any] | None = None,
     ) -> None:
         room_id = RoomID(portal.room_id)
         store = self.bridge.store
@@ -246,11 +330,17 @@ class Outbound:
                     f"limit ({cap}). Ask the owner to raise it, or try again later.",
                 )
                 return
-        body = text
-        if line.shared and line.relay_prefix:
-            body = f"{await self.bridge.display_name(room_id, sender)}: {text}"
         meta: dict[str, Any] = {"room_id": str(room_id), "event_id": str(event_id)}
-        if choice.route is not None:
+        if media is not None:
+            attachment = await self._attachment(room_id, event_id, sender, line, choice, media)
+            if attachment is None:
+                return
+            meta["attachment"] = attachment
+            text = str(attachment["name"])
+        body = text
+        if line.shared and line.relay_prefix and media is None:
+            body = f"{await self.bridge.display_name(room_id, sender)}: {text}"
+        if choice.route is not None and media is None:
             # Read by the router (route "auto" may move on to the next line) and by the
             # delivery report (a text that went through the fallback says so).
             meta["route"] = choice.route

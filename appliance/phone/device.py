@@ -277,6 +277,106 @@ class Phone:
             "may have kept an old draft); nothing was sent."
         )
 
+    # -- media out ---------------------------------------------------------------------------
+
+    async def push_file(self, data: bytes, name: str) -> str:
+        """Put `data` on the phone's shared storage, in Textbridge's own folder; its path."""
+        path = f"{MEDIA_DIR}/{name}"
+        await self.link.push(data, path)
+        return path
+
+    async def remove_file(self, path: str) -> None:
+        if not path.startswith(MEDIA_DIR + "/"):
+            raise ValueError(path)
+        await self.link.shell(f"rm -f {shlex.quote(path)}")
+
+    async def media_uri(self, path: str, mime: str) -> str:
+        """The MediaStore content:// URI of a pushed file, which Messages may read. On
+        Android 11+ MediaProvider indexes a file written through /storage (FUSE) when it is
+        closed; older phones need the scanner broadcast, harmless on newer ones."""
+        await self.link.shell(
+            "am broadcast -a android.intent.action.MEDIA_SCANNER_SCAN_FILE "
+            f"-d {shlex.quote('file://' + path)}"
+        )
+        where = f"_data='{path}'"  # path is ours: [A-Za-z0-9._/-] only
+        deadline = time.monotonic() + self.ui_wait
+        while True:
+            out = await self.link.shell(
+                "content query --uri content://media/external/file --projection _id "
+                f"--where {shlex.quote(where)}"
+            )
+            rows = parse_rows(out, ("_id",))
+            if rows and rows[0]["_id"].isdigit():
+                collection = {
+                    "image": "images/media",
+                    "video": "video/media",
+                    "audio": "audio/media",
+                }.get(mime.split("/")[0], "file")
+                return f"content://media/external/{collection}/{rows[0]['_id']}"
+            if time.monotonic() >= deadline:
+                raise MediaNotShared(
+                    "The phone did not make the file visible to its apps (the media store "
+                    "has no entry for it); nothing was sent."
+                )
+            await asyncio.sleep(self.ui_step)
+
+    async def open_share(self, recipients: list[str], uri: str, mime: str) -> Screen:
+        """Share the file into Messages for these recipients (ACTION_SEND with the
+        `address` extra) and return the compose screen once it shows the attachment and
+        names the recipient. Nothing has been sent when this returns."""
+        out = await self.link.shell(
+            f"am start -a android.intent.action.SEND -t {shlex.quote(mime)}"
+            f" --eu android.intent.extra.STREAM {shlex.quote(uri)}"
+            f" --es address {shlex.quote(';'.join(recipients))}"
+            f" --grant-read-uri-permission -p {MESSAGES_PACKAGE}"
+        )
+        if "Error" in out or "Starting: Intent" not in out:
+            raise MessagesMissing(
+                "Google Messages did not take the file on the phone "
+                f"({out.strip().splitlines()[-1] if out.strip() else 'no answer'})."
+            )
+        deadline = time.monotonic() + self.ui_wait
+        while True:
+            screen = await self.screen()
+            if screen.compose_text() is not None and screen.attachment_previews() == 1:
+                if len(recipients) == 1 and not _names(screen.title() or "", recipients[0]):
+                    raise LayoutChanged(
+                        "Google Messages opened a conversation that does not name the "
+                        "recipient; nothing was sent."
+                    )
+                return screen
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(self.ui_step)
+        if screen.attachment_previews() > 1:
+            raise LayoutChanged(
+                "Google Messages' compose box holds more than the one file to send (an old "
+                "draft); nothing was sent."
+            )
+        raise LayoutChanged(
+            "Google Messages did not show the file attached in its compose box (it may not "
+            "have been able to read it, or its layout changed); nothing was sent."
+        )
+
+    async def confirm_media_sent(self) -> SendOutcome:
+        """After the tap: the attachment preview must go away from the compose box."""
+        deadline = time.monotonic() + self.ui_wait
+        while True:
+            screen = await self.screen()
+            if screen.compose_text() is not None and screen.attachment_previews() == 0:
+                return SendOutcome("the attachment left the compose box")
+            if time.monotonic() >= deadline:
+                if screen.attachment_previews():
+                    raise SendNotConfirmed(
+                        "The send button was tapped but the file is still in Google "
+                        "Messages' compose box, so it did not leave."
+                    )
+                raise LayoutChanged(
+                    "after the tap Google Messages' compose box was gone "
+                    f"(the screen shows {screen.foreground_package or 'nothing'})"
+                )
+            await asyncio.sleep(self.ui_step)
+
     async def tap(self, x: int, y: int) -> None:
         await self.link.shell(f"input tap {int(x)} {int(y)}")
 
@@ -334,6 +434,21 @@ def _is_conversation(focus: str | None) -> bool:
 
 def _is_locked(window_dump: str) -> bool:
     return bool(_KEYGUARD_TRUE.search(window_dump) or _KEYGUARD_DELEGATE.search(window_dump))
+
+
+MEDIA_DIR = "/storage/emulated/0/Download/Textbridge"
+
+
+class MediaNotShared(PhoneError):
+    key = "layout"
+
+
+def _names(title: str, number: str) -> bool:
+    """Messages shows a number without a contact formatted ("+49 151 12345678"): the
+    title names it when its digits end with the number's last nine."""
+    digits = "".join(c for c in title if c.isdigit())
+    want = "".join(c for c in number if c.isdigit())[-9:]
+    return bool(want) and want in digits
 
 
 class PartUnreadable(PhoneError):

@@ -42,7 +42,7 @@ from appliance.line import (
 )
 from appliance.log import mask_number
 from appliance.phone import mms as mms_parts
-from appliance.phone.adb import AdbLink, OutputTooLarge, Target
+from appliance.phone.adb import AdbLink, OutputTooLarge, PushFailed, Target
 from appliance.phone.config import PhoneConfig
 from appliance.phone.device import (
     ADDR_FROM,
@@ -129,7 +129,7 @@ class PhoneLine(LineReporting):
     _health: _Health
 
     kind = "phone"
-    capabilities = LineCapabilities(groups=True, media=True, rcs=True)
+    capabilities: LineCapabilities
 
     def __init__(
         self,
@@ -144,6 +144,9 @@ class PhoneLine(LineReporting):
     ) -> None:
         self.id = line_id
         self.config = config
+        self.capabilities = LineCapabilities(
+            groups=True, media=True, rcs=True, media_max_bytes=config.media_max_bytes
+        )
         self.store = store
         self.key_path = key_path
         self._link_factory = link_factory
@@ -797,6 +800,10 @@ class PhoneLine(LineReporting):
         if isinstance(recipients, str):
             await self.store.outbox.mark_failed(row.id, recipients)
             return
+        attachment = row.request.meta.get("attachment")
+        if isinstance(attachment, dict):
+            await self._send_media(phone, row, recipients, attachment)
+            return
         text = row.request.body
         async with self._ui:
             try:
@@ -851,6 +858,79 @@ class PhoneLine(LineReporting):
             with contextlib.suppress(PhoneError):
                 await phone.go_home()
 
+    async def _send_media(
+        self, phone: Phone, row: OutboxRow, recipients: list[str], attachment: dict[str, object]
+    ) -> None:
+        """A file from the store's attachments: pushed into Textbridge's folder on the
+        phone, made visible to the media store, shared into Messages' conversation with the
+        recipients, and sent by the same no-blind-tap rule as a text. The pushed copy is
+        deleted afterwards, whatever happened."""
+        name = str(attachment.get("file", ""))
+        mime = str(attachment.get("type", "application/octet-stream"))
+        try:
+            data = await self.store.attachments.get(name)
+        except ValueError:
+            data = None
+        if data is None:
+            await self.store.outbox.mark_failed(
+                row.id, "The file to send is no longer on the appliance; nothing was sent."
+            )
+            return
+        async with self._ui:
+            try:
+                await self.store.outbox.mark_sending(row.id, line_id=self.id)
+            except StoreStateError:
+                log.info("outbox row %d is no longer this line's to send", row.id)
+                return
+            tapped = False
+            path: str | None = None
+            try:
+                try:
+                    await phone.wake_screen()
+                    if await phone.locked():
+                        raise PhoneLocked(LOCKED)
+                    path = await phone.push_file(data, _device_name(row.id, attachment))
+                    uri = await phone.media_uri(path, mime)
+                    screen = await phone.open_share(recipients, uri, mime)
+                    button = screen.send_button()
+                    tapped = True
+                    await phone.tap(*button.center)
+                    outcome = await phone.confirm_media_sent()
+                finally:
+                    if path is not None:
+                        with contextlib.suppress(PhoneError):
+                            await phone.remove_file(path)
+            except SendNotConfirmed as exc:
+                await self._retry(row, exc)
+                return
+            except (LayoutChanged, MessagesMissing, PhoneLocked, PushFailed) as exc:
+                if tapped:
+                    await self._ambiguous(row, exc)
+                    return
+                await self._retry(row, exc)
+                if isinstance(exc, PhoneLocked):
+                    self._sendable.clear()
+                    self._set(LineState.DEGRADED, LOCKED)
+                if not isinstance(exc, PushFailed):
+                    self._announce(exc.key, Severity.ERROR, exc.plain)
+                return
+            except PhoneError as exc:
+                if tapped:
+                    await self._ambiguous(row, exc)
+                else:
+                    await self._retry(row, exc)
+                raise
+            for part in row.parts:
+                if part.state == PartState.PENDING:
+                    await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
+            await self.store.outbox.mark_sent(row.id)
+            await self.store.attachments.delete(name)
+            self._resolved("layout", "Sending through Google Messages works again.")
+            self._count("sent_media")
+            log.info("file to %s sent (%s)", _mask_all(recipients), outcome.confirmed_by)
+            with contextlib.suppress(PhoneError):
+                await phone.go_home()
+
     async def _retry(self, row: OutboxRow, exc: PhoneError) -> None:
         attempts = row.attempts + 1
         if attempts >= self.config.max_send_attempts:
@@ -871,6 +951,15 @@ class PhoneLine(LineReporting):
         await self.store.outbox.mark_ambiguous(row.id, text)
         self._record_error(text)
         log.warning("outbox row %d is ambiguous after the tap", row.id)
+
+
+def _device_name(row_id: int, attachment: dict[str, object]) -> str:
+    """A name for the pushed copy: ours (row id), with a tame extension, nothing else of
+    what the sender called it."""
+    ext = str(attachment.get("name", "")).rpartition(".")[2].lower()
+    if not (ext.isascii() and ext.isalnum() and 0 < len(ext) <= 5):
+        ext = "bin"
+    return f"tb-{int(row_id)}.{ext}"
 
 
 def _mms_key(row: ProviderMms) -> str:

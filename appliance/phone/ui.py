@@ -34,6 +34,11 @@ SEND_DESCS = frozenset(
     }
 )
 COMPOSE_IDS = frozenset({f"{MESSAGES_PACKAGE}:id/compose_message_text"})
+# The attachment preview above the compose box. Named as in AOSP Messaging (Bugle, which
+# Google Messages grew from): an `attachment_draft_view` holding the preview. An
+# assumption about current Google Messages until the HIL test has captured its dump.
+ATTACHMENT_IDS = frozenset({f"{MESSAGES_PACKAGE}:id/attachment_draft_view"})
+TITLE_IDS = frozenset({f"{MESSAGES_PACKAGE}:id/conversation_title"})
 _BOUNDS = re.compile(r"\[(-?\d+),(-?\d+)\]\[(-?\d+),(-?\d+)\]")
 
 
@@ -91,6 +96,15 @@ class Screen:
     def compose_text(self) -> str | None:
         for node in self.nodes:
             if node.resource_id in COMPOSE_IDS:
+                return node.text
+        return None
+
+    def attachment_previews(self) -> int:
+        return sum(1 for n in self.nodes if n.resource_id in ATTACHMENT_IDS and n.area > 0)
+
+    def title(self) -> str | None:
+        for node in self.nodes:
+            if node.resource_id in TITLE_IDS:
                 return node.text
         return None
 

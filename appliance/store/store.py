@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from appliance.store.attachments import Attachments
 from appliance.store.db import Clock, Db, connect, wall_clock_ms
 from appliance.store.fragments import Fragments
 from appliance.store.inbox import Inbox
@@ -24,6 +25,8 @@ class Store:
         self.inbox = Inbox(db)
         self.fragments = Fragments(db)
         self.outbox = Outbox(db, interrupted)
+        # Files of outbox rows, in `<db name>-files/` next to the database.
+        self.attachments = Attachments(path.with_name(path.name + "-files"))
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], clock: Clock | None = None) -> Store:
