@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from appliance.adbsim import SimPhone
-from appliance.adbsim.device import SimPart
+from appliance.adbsim.device import SimMessage, SimPart
 from appliance.bridge import LineConfig
 from appliance.line import LineState
 from appliance.phone.config import PhoneConfig
@@ -288,6 +288,12 @@ async def test_mms_picture_reaches_the_portal_as_an_image_exactly_once(
     assert await t.line.wait_connected(20)
     start = t.line.polls
     await until(lambda: t.line.polls >= start + 10, 20, "polls")
+    # Delivering the row again (as after a crash before mark_delivered) finds both parts
+    # in the room's history and sends neither again.
+    assert stack.store is not None and stack.bridge is not None
+    media_row = await stack.store.inbox.get(int(c["fi.textbridge.inbox_row"]))
+    assert media_row is not None and media_row.message.kind == "media"
+    await stack.bridge.inbound.deliver(media_row)
     t.phone.receive(NUMBER, "danach")
     await anna.wait_for(room, lambda e: e["content"].get("body") == "danach", timeout=30)
     found = await anna.messages(room)
@@ -456,3 +462,20 @@ async def test_a_picture_from_matrix_leaves_through_the_phone(phone_bridge: Phon
     )
     assert await stack.store.outbox.by_request(big) is None
     assert len(t.phone.sent) == 1
+
+
+async def test_a_media_notification_after_its_mms_was_taken_adds_no_row(
+    phone_line: Callable[..., Any],
+) -> None:
+    """The MMS store shows the MMS before Messages' notification does (provider_grace 0):
+    the late notification is recognised as the same message."""
+    h: PhoneHarness = await phone_line(provider_grace=0.0, leave_open_conversations=False)
+    conv = h.phone.open_conversation((NUMBER,))
+    sent = h.phone.receive_mms(NUMBER, [SimPart("image/png", png(4, 4), "a.png")])
+    (row,) = await h.inbox(1)
+    assert row.message.kind == "media"
+    with h.phone.lock:  # now Messages posts its notification (the screen went home)
+        h.phone.screen, h.phone.open_thread = "home", None
+        conv.unread.append(SimMessage(NUMBER, "", sent.date_s * 1000 + 700, "image/png"))
+    await settle(h)
+    assert len(await h.store.inbox.pending(limit=10)) == 1

@@ -181,6 +181,9 @@ class PhoneLine(LineReporting):
         self._mms_cursor = 0
         self._mms_pending: dict[int, _PendingMms] = {}
         self._media_notes: dict[str, _MediaNote] = {}
+        # MMS stored (or found stored) in this run, by (sender, date): a media notification
+        # that shows up only after its MMS was taken is recognised by it.
+        self._mms_taken: dict[tuple[str, int], None] = {}
         self.polls = 0
 
     # -- Line protocol -------------------------------------------------------------------
@@ -622,6 +625,7 @@ class PhoneLine(LineReporting):
         if await self.store.inbox.has(self.id, key):
             self._mark_committed(key)
             self._drop_note(note)
+            self._took_mms(sender, row.date)
             return True
         parts = await phone.mms_parts(row.id)
         if not any(mms_parts.is_attachment(p) for p in parts):
@@ -639,6 +643,7 @@ class PhoneLine(LineReporting):
         _, created = await self.store.inbox.add(message)
         self._mark_committed(key)
         self._drop_note(note)
+        self._took_mms(sender, row.date)
         if created:
             self._count("inbound_mms")
             log.info(
@@ -648,6 +653,11 @@ class PhoneLine(LineReporting):
                 len(message.raw or b""),
             )
         return True
+
+    def _took_mms(self, sender: str, date: int) -> None:
+        self._mms_taken[(sender, date)] = None
+        if len(self._mms_taken) > COMMITTED_MEMORY:
+            del self._mms_taken[next(iter(self._mms_taken))]
 
     def _drop_note(self, note: _MediaNote | None) -> None:
         if note is not None:
@@ -728,6 +738,13 @@ class PhoneLine(LineReporting):
         description, with a note, is all that can be bridged (RCS media)."""
         now = time.monotonic()
         for key, note in list(self._media_notes.items()):
+            m = note.message
+            if any(
+                sender == m.sender and abs(date - m.sent_at) <= MATCH_WINDOW_MS
+                for sender, date in self._mms_taken
+            ):
+                self._drop_note(note)  # its MMS was taken before the notification showed
+                continue
             if self._mms_allowed and now - note.first_seen < self.config.provider_grace:
                 continue
             if self._mms_allowed and any(
