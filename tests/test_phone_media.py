@@ -391,6 +391,9 @@ async def test_push_failure_and_a_share_without_preview_send_nothing_and_retry(
         return r is not None and "No space left on device" in (r.error or "")
 
     await until(errored, 15, "the phone's words in the row's error")
+    # A refused file is the phone's answer, not a broken link: the line stays connected.
+    assert h.device.server.connections == 1
+    assert not [e for e in h.events if e.key == "unplugged"]
 
     # The push works now, but Messages shows no attachment: no tap, the copy is removed.
     h.phone.faults.push_fail = None
@@ -479,3 +482,64 @@ async def test_a_media_notification_after_its_mms_was_taken_adds_no_row(
         conv.unread.append(SimMessage(NUMBER, "", sent.date_s * 1000 + 700, "image/png"))
     await settle(h)
     assert len(await h.store.inbox.pending(limit=10)) == 1
+
+
+async def test_link_lost_after_the_tap_is_ambiguous_and_the_copy_is_removed_later(
+    phone_line: Callable[..., Any],
+) -> None:
+    h: PhoneHarness = await phone_line()
+    h.phone.faults.disconnect_on = "input tap"
+    h.phone.faults.after_effect = True  # the tap reached the phone, the answer did not
+    picture = png(10, 10)
+    row_id = await queue_file(h, picture, "image/png", "a.png", "m3")
+    row = await h.state(row_id, OutboxState.AMBIGUOUS)
+    assert row.error is not None and "tapped" in row.error
+    (sent,) = h.phone.sent
+    assert sent.attachment == ("image/png", picture)
+    # Reconnected: the pushed copy is deleted; the row waits for a person, never resent.
+    await until(lambda: h.phone.storage == {}, 15, "the pushed copy removed")
+    await settle(h)
+    assert len(h.phone.sent) == 1 and len(h.phone.received_pushes) == 1
+    # The appliance keeps its copy: a person may say "retry".
+    assert await h.store.attachments.get(hashlib.sha256(picture).hexdigest()) == picture
+
+
+async def test_a_picture_to_a_group(phone_line: Callable[..., Any]) -> None:
+    h: PhoneHarness = await phone_line()
+    h.phone.receive(NUMBER, "Hallo", group="Familie", members=(NUMBER, OTHER))
+    h.phone.receive(OTHER, "Hi", group="Familie", members=(NUMBER, OTHER))
+    rows = await h.inbox(2)
+    conv = rows[0].message.conversation
+    picture = png(6, 6)
+    row_id = await queue_file(h, picture, "image/png", "g.png", "m4", dest=conv)
+    await h.state(row_id, OutboxState.SENT)
+    (sent,) = h.phone.sent
+    assert set(sent.recipients) == {NUMBER, OTHER} and sent.attachment == ("image/png", picture)
+
+
+async def test_exec_and_sync_carry_every_byte_value(adb_device: AdbDevice) -> None:
+    """adb-shell against the simulated adbd: a part read back over exec: and a file pushed
+    over sync: arrive unchanged (every byte value, CR/LF included), the phone's FAIL
+    reaches us in its words, and `shell:` is not what binary data takes."""
+    from appliance.phone.adb import AdbLink, PushFailed, Target
+    from appliance.phone.device import Phone
+
+    blob = bytes(range(256)) * 300 + b"\r\n\n\r"
+    sent = adb_device.phone.receive_mms(NUMBER, [SimPart("application/octet-stream", blob, "b")])
+    link = AdbLink(Target("tcp", host="127.0.0.1", port=adb_device.port), adb_device.key_path)
+    await link.connect()
+    try:
+        phone = Phone(link, ui_wait=1.0)
+        assert await phone.read_part(sent.parts[-1].id, limit=1 << 20) == blob
+        assert await link.exec_bytes("echo hi", limit=10) == b"hi\n"
+        path = await phone.push_file(blob, "tb-x.bin")
+        assert adb_device.phone.storage["/sdcard/Download/Textbridge/tb-x.bin"] == blob
+        assert path == "/storage/emulated/0/Download/Textbridge/tb-x.bin"
+        adb_device.phone.faults.push_fail = "No space left on device"
+        with pytest.raises(PushFailed, match="No space left on device"):
+            await phone.push_file(b"x", "tb-y.bin")
+        # The link is still usable after a FAIL.
+        assert (await link.shell("echo ok")).strip() == "ok"
+    finally:
+        await link.close()
+        link.shutdown()

@@ -180,7 +180,8 @@ class _Conn:
         writes a byte stream of 8-byte requests (id, little-endian u32 length) split over
         WRTE packets as it likes -- SEND "<path>,<mode>", DATA chunks (at most 64 KiB),
         DONE with the mtime in the length field -- and adbd answers OKAY or FAIL "<why>"
-        after DONE. On a failure adbd reads on until DONE, then sends FAIL. STAT answers
+        after DONE. On a failure adbd reads on until DONE, sends FAIL and ends the service
+        (the stream is closed). STAT answers
         mode, size, mtime (zeros for a missing file); QUIT ends the service."""
         remote = self.next_id
         self.next_id += 1
@@ -230,6 +231,7 @@ class _Conn:
                     else:
                         msg = error.encode()
                         reply(b"FAIL" + struct.pack("<I", len(msg)) + msg)
+                        break  # a failed request ends adbd's sync service: CLSE follows
                     path, data = None, bytearray()
                 elif ident == b"STAT":
                     mode, size, mtime = self.phone.stat(need(length).decode("utf-8", "replace"))

@@ -184,6 +184,8 @@ class PhoneLine(LineReporting):
         # MMS stored (or found stored) in this run, by (sender, date): a media notification
         # that shows up only after its MMS was taken is recognised by it.
         self._mms_taken: dict[tuple[str, int], None] = {}
+        # Pushed copies the link dropped before they could be deleted: removed on reconnect.
+        self._stale_files: set[str] = set()
         self.polls = 0
 
     # -- Line protocol -------------------------------------------------------------------
@@ -300,6 +302,10 @@ class PhoneLine(LineReporting):
         phone = self._phone
         with contextlib.suppress(PhoneError):
             await phone.stay_awake()
+        for path in sorted(self._stale_files):
+            with contextlib.suppress(PhoneError):
+                await phone.remove_file(path)
+                self._stale_files.discard(path)
         await self._check_health(phone)
 
     async def _run_connected(self) -> None:
@@ -915,8 +921,10 @@ class PhoneLine(LineReporting):
                     outcome = await phone.confirm_media_sent()
                 finally:
                     if path is not None:
-                        with contextlib.suppress(PhoneError):
+                        try:
                             await phone.remove_file(path)
+                        except PhoneError:
+                            self._stale_files.add(path)
             except SendNotConfirmed as exc:
                 await self._retry(row, exc)
                 return
