@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -453,12 +454,9 @@ class PhoneLine(LineReporting):
                     "data, so it may have been read wrongly; check it on the phone."
                 )
             if m.mime_type is not None:
+                # The note saying why only the description came is added when it is stored
+                # (_flush_media_notes): by then it is known whether the MMS store had it.
                 msg_meta["media_type"] = m.mime_type
-                note = (note + " " if note else "") + (
-                    "A picture or file arrived on the phone; it did not come by MMS (an RCS "
-                    "chat keeps its files inside Google Messages), so only its description "
-                    "can be bridged: open it on the phone."
-                )
                 if not body:
                     body = f"[{m.mime_type.split('/')[0]}]"
             self._remember(sender, body, m.time)
@@ -760,7 +758,17 @@ class PhoneLine(LineReporting):
                 if t == ADDR_FROM and abs(p.row.date - note.message.sent_at) <= MATCH_WINDOW_MS
             ):
                 continue  # its MMS is being fetched
-            _, created = await self.store.inbox.add(note.message)
+            why = (
+                "A picture or file arrived on the phone; it did not come by MMS (an RCS chat "
+                "keeps its files inside Google Messages), so only its description can be "
+                "bridged: open it on the phone."
+                if self._mms_allowed
+                else "A picture or file arrived on the phone; Textbridge cannot read the "
+                "phone's MMS store, so only its description can be bridged: open it on the "
+                "phone."
+            )
+            message = dataclasses.replace(m, note=f"{m.note} {why}" if m.note else why)
+            _, created = await self.store.inbox.add(message)
             del self._media_notes[key]
             self._mark_committed(key)
             if created:
