@@ -78,7 +78,8 @@ async def main() -> None:
             await _wait(stored)
             rows_in.append((size, time.perf_counter() - started))
             row = (await store.inbox.pending(limit=100))[-1]
-            assert row.message.raw == data, "bytes differ"
+            full = await store.inbox.get(row.id)
+            assert full is not None and full.message.raw == data, "bytes differ"
         rows_out: list[tuple[int, float]] = []
         for n, size in enumerate(SIZES):
             data = os.urandom(size)

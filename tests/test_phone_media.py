@@ -55,8 +55,13 @@ def png(width: int, height: int, seed: int = 0) -> bytes:
     )
 
 
-def attachments(row: InboxRow) -> list[tuple[str, str, bytes]]:
-    """(type, name, bytes) of a media row, split from raw by meta["attachments"]."""
+async def attachments(h: PhoneHarness, row: InboxRow) -> list[tuple[str, str, bytes]]:
+    """(type, name, bytes) of a media row, split from raw by meta["attachments"]; read with
+    get(): pending() leaves a media row's raw out."""
+    assert row.message.raw is None
+    full = await h.store.inbox.get(row.id)
+    assert full is not None
+    row = full
     out, offset = [], 0
     raw = row.message.raw or b""
     for a in row.message.meta["attachments"]:
@@ -85,7 +90,7 @@ async def test_mms_picture_with_caption_is_stored_once_with_its_bytes(
     (row,) = await h.inbox(1)
     m = row.message
     assert (m.kind, m.conversation, m.sender, m.body) == ("media", NUMBER, NUMBER, "Look at this")
-    assert attachments(row) == [("image/png", "IMG_0042.png", picture)]
+    assert await attachments(h, row) == [("image/png", "IMG_0042.png", picture)]
     assert m.meta["source"] == "mms" and m.note is None
     # The notification stays and is read at every poll; the MMS store is read too.
     await settle(h)
@@ -126,7 +131,7 @@ async def test_mms_files_of_every_kind_and_a_group(phone_line: Callable[..., Any
     assert m.kind == "media" and m.conversation == first.message.conversation
     assert m.conversation.startswith("group:") and m.meta["group_name"] == "Family"
     assert m.sender == OTHER and m.body == ""
-    assert attachments(rows[1]) == [
+    assert await attachments(h, rows[1]) == [
         ("audio/amr", "voice.amr", voice),
         ("video/3gpp", "clip.3gp", video),
         ("text/x-vcard", "Oma.vcf", card),
@@ -152,7 +157,7 @@ async def test_mms_too_big_and_missing_part_arrive_as_text_with_a_note(
     h.phone.faults.missing_parts.add(sent.parts[-1].id)
     rows = await h.inbox(2)
     m = rows[1].message
-    assert m.kind == "media" and attachments(rows[1]) == [("image/png", "a.png", small)]
+    assert m.kind == "media" and await attachments(h, rows[1]) == [("image/png", "a.png", small)]
     assert m.note is not None and "could not be read from the phone" in m.note
 
 
@@ -171,7 +176,7 @@ async def test_rcs_picture_stays_a_description_and_mms_while_open_is_fetched(
     h.phone.receive_mms(OTHER, [SimPart("image/png", picture, "x.png")])
     rows = await h.inbox(2)
     assert rows[1].message.kind == "media" and rows[1].message.conversation == OTHER
-    assert attachments(rows[1])[0][2] == picture
+    assert (await attachments(h, rows[1]))[0][2] == picture
 
 
 # -- through the bridge, on a real Synapse ----------------------------------------------

@@ -143,6 +143,9 @@ class Inbound:
             sent = await self._find_sent(room_id, row.id)
         else:
             await self.bridge.db.record_inbox_attempt(row.id, portal.room_id)
+        if msg.kind == "media" and msg.raw is None:
+            full = await self.bridge.store.inbox.get(row.id)  # pending() leaves the bytes out
+            msg = full.message if full is not None else msg
         # One event per attachment, then the words: each with its own transaction id and
         # marked with the row and its place, so a retry sends only what is missing.
         files = (

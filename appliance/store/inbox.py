@@ -24,6 +24,10 @@ _INSERT = f"""
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     RETURNING {_COLUMNS}
 """  # noqa: S608
+# pending() leaves a media row's raw out: its files (up to the phone line's media cap each)
+# are read with get() one row at a time, not a hundred rows at once.
+_LEAN_COLUMNS = _COLUMNS.replace("raw,", "CASE WHEN kind = 'media' THEN NULL ELSE raw END AS raw,")
+_SELECT_LEAN = f"SELECT {_LEAN_COLUMNS} FROM inbox"  # noqa: S608
 _DELIVER = f"UPDATE inbox SET state = ?, delivered_ref = ? WHERE id = ? RETURNING {_COLUMNS}"  # noqa: S608
 
 
@@ -107,8 +111,11 @@ class Inbox:
         return None if r is None else _row(r)
 
     async def pending(self, limit: int = 100, line_id: str | None = None) -> list[InboxRow]:
-        """RECEIVED rows in id order, which is arrival order within every conversation."""
-        return await self._by_state(InboxState.RECEIVED, limit, line_id, unreported_only=False)
+        """RECEIVED rows in id order, which is arrival order within every conversation.
+        A `kind="media"` row comes without its `raw` (None): `get(row.id)` has it."""
+        return await self._by_state(
+            InboxState.RECEIVED, limit, line_id, unreported_only=False, lean=True
+        )
 
     async def quarantined(
         self, limit: int = 100, line_id: str | None = None, *, include_reported: bool = False
@@ -122,9 +129,15 @@ class Inbox:
         )
 
     async def _by_state(
-        self, state: InboxState, limit: int, line_id: str | None, *, unreported_only: bool
+        self,
+        state: InboxState,
+        limit: int,
+        line_id: str | None,
+        *,
+        unreported_only: bool,
+        lean: bool = False,
     ) -> list[InboxRow]:
-        sql = _SELECT + " WHERE state = ?"
+        sql = (_SELECT_LEAN if lean else _SELECT) + " WHERE state = ?"
         params: list[Any] = [state.value]
         if line_id is not None:
             sql += " AND line_id = ?"
