@@ -205,6 +205,33 @@ async def test_one_room_for_both_lines_and_auto_goes_through_the_phone(
     assert not [e for e in await anna.messages(room) if says(stack, "Sent as SMS")(e)]
 
 
+async def test_auto_answers_through_the_line_the_contact_last_wrote_through(
+    two_lines: TwoLines,
+) -> None:
+    """The phone and the modem have different numbers: a contact who texted the modem's
+    number gets the answer from that number, not from the phone's, though the phone is up;
+    once they write through the phone again, answers go through the phone."""
+    t, stack = two_lines, two_lines.stack
+    assert stack.bridge is not None
+    anna, room = await t.room()
+    ghost = stack.ghost(NUMBER)
+    name = stack.owner.localpart
+    t.sim.network.deliver(NUMBER, "Nur SMS bitte")
+    await anna.wait_for(room, texts(ghost, "Nur SMS bitte"), timeout=30)
+    first = await anna.say(room, "Antwort per SMS")
+    await until(lambda: f"{name}: Antwort per SMS" in t.modem_sent(), 30, "sent by the modem")
+    row = await t.row(first)
+    assert row.request.line_id == "modem" and "fallback" not in row.request.meta
+    assert not any("Antwort per SMS" in x for x in t.phone_sent())
+
+    t.device.phone.receive(NUMBER, "Jetzt wieder RCS")
+    await anna.wait_for(room, texts(ghost, "Jetzt wieder RCS"), timeout=30)
+    second = await anna.say(room, "Antwort per RCS")
+    await until(lambda: f"{name}: Antwort per RCS" in t.phone_sent(), 30, "sent by the phone")
+    assert (await t.row(second)).request.line_id == "phone"
+    assert not any("Antwort per RCS" in x for x in t.modem_sent())
+
+
 async def test_phone_unplugged_or_failing_goes_through_the_modem_and_says_so(
     two_lines: TwoLines,
 ) -> None:
@@ -273,7 +300,8 @@ async def test_line_command_changes_the_route_shows_it_and_survives_a_restart(
     name = stack.owner.localpart
 
     await anna.say(room, "!line")
-    await anna.wait_for(room, says(stack, "through the phone first"), timeout=30)
+    await anna.wait_for(room, says(stack, "through the line the contact last wrote through"),
+                        timeout=30)
     await anna.say(room, "!line sms")
     (changed,) = await anna.wait_for(room, says(stack, "set this chat's route to sms"))
     assert "as SMS through the modem only" in changed["content"]["body"]

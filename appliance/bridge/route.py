@@ -7,8 +7,9 @@ land in the same room and replies can leave through either line. Group rooms and
 of lines with different people keep one line (the modem has no RCS groups, and a room must
 not show one person's line to people who are not on it).
 
-Each such room has a preference (`portal_route`): `auto` (the phone first, RCS where the
-contact has it; SMS through the modem when the phone cannot send), `phone` or `sms`.
+Each such room has a preference (`portal_route`): `auto` (the line the contact last wrote
+through, the phone if they have not written yet; the other line when that one cannot send),
+`phone` or `sms`.
 `choose` picks the line when a member writes; `run` hands texts that wait on a line that
 cannot send (or whose send failed before anything left) to the next line. Only a QUEUED
 row with every part PENDING may move (`Outbox.reroute`), and the old line can no longer
@@ -61,8 +62,8 @@ def route_words(preference: str) -> str:
     if preference == "sms":
         return "as SMS through the modem only"
     return (
-        "through the phone first (RCS where the contact has it), as SMS through the modem "
-        "when the phone cannot send"
+        "through the line the contact last wrote through (at first the phone, with RCS "
+        "where the contact has it), or the other line when that one cannot send"
     )
 
 
@@ -201,6 +202,15 @@ class Router:
         kind = "phone" if preference == "phone" else "modem"
         return [x for x in lines if x.kind == kind] or lines
 
+    @staticmethod
+    def reply_order(lines: list[LineConfig], last_inbound: str | None) -> list[LineConfig]:
+        """`auto` answers through the line the contact last wrote through: the phone and the
+        modem have different numbers, and a reply from the other one would reach the
+        contact as a stranger's text (and, from the modem, without RCS). A contact who has
+        not written yet gets the phone first."""
+        first = [x for x in lines if x.id == last_inbound]
+        return first + [x for x in lines if x.id != last_inbound]
+
     # --- choosing a line for a text -------------------------------------------------------
 
     async def choose(self, portal: Portal, sender: UserID) -> Choice:
@@ -210,8 +220,10 @@ class Router:
                 line_id = lines[0].id if lines else portal.line_id
                 return Choice(None, refusal=_not_member(sender, [line_id]))
             return Choice(lines[0])
-        preference, _ = await self.bridge.db.route(portal.room_id)
+        preference, last = await self.bridge.db.route(portal.room_id)
         wanted = self.candidates(lines, preference)
+        if preference == "auto":
+            wanted = self.reply_order(wanted, last)
         allowed = [x for x in wanted if sender in x.everyone]
         if not allowed:
             ids = [x.id for x in wanted]
@@ -315,10 +327,11 @@ class Router:
         portal = await self.bridge.db.portal_by_room(room) if isinstance(room, str) else None
         if portal is None:
             return False
-        preference, _ = await self.bridge.db.route(portal.room_id)
+        preference, last = await self.bridge.db.route(portal.room_id)
         if preference != "auto":
             return False  # changed since the text was written: it waits for its line
-        lines = await self.lines(portal)
+        # Forward in the order `choose` tried them, never back.
+        lines = self.reply_order(await self.lines(portal), last)
         ids = [x.id for x in lines]
         if current.id not in ids:
             return False
