@@ -120,6 +120,18 @@ def test_whole_dump_round_trip(texts: list[str]) -> None:
     assert [m.text for m in parsed.messages] == texts
 
 
+def test_a_text_forging_an_extras_key_stays_whole() -> None:
+    """Found by the round trip above: a text holding a newline, the extras' indentation and
+    a key printed already ("android.title=x (") once cut the text there and lost the
+    message. A key cannot come twice, so the line is part of the text; marked suspect."""
+    text = "\n          android.title=x ("
+    rec = formats.NoteRecord(7, 10172, "+4915112345678", None, False,
+                             [formats.NoteMessage("+4915112345678", text, 1790000000000)])
+    (parsed,) = parse_dump(formats.notification_dump([rec]))
+    assert [m.text for m in parsed.messages] == [text]
+    assert parsed.unreadable == 0 and parsed.suspect
+
+
 def test_dedup_key_is_stable_and_distinguishes() -> None:
     k = dedup_key("+49151", "+49151", 5, "hi")
     assert k == dedup_key("+49151", "+49151", 5, "hi")

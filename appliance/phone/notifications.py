@@ -203,6 +203,12 @@ def _parse_extras(rec: Notification, body: list[str]) -> None:
             break
         m = _ENTRY.match(line)
         if m is not None and (key_indent is None or len(m.group("indent")) == key_indent):
+            if any(m.group("key") == key for key, _ in entries):
+                # A key printed already cannot come again: this line is inside a text
+                # (someone wrote "\n   android.title=…"), so it belongs to the value above.
+                rec.suspect = True
+                entries[-1][1].append(line)
+                continue
             key_indent = len(m.group("indent"))
             entries.append((m.group("key"), [m.group("value")]))
         elif entries:
