@@ -462,6 +462,55 @@ def test_idle_memory(vm: VM) -> None:
     assert all(mib < 512 for _, mib in rows)
 
 
+WG_SCRIPT = """
+import pathlib, sys
+from appliance.wireguard import tunnel
+path = pathlib.Path("/var/lib/textbridge/web/wireguard.json")
+state = tunnel.load(path)
+if sys.argv[1] == "on":
+    state, _ = tunnel.Tunnel(enabled=True, endpoint_host="home.example.org").with_subnet(
+    ).add_device("Anna's phone", "anna")
+else:
+    state = state.remove_member("anna")
+tunnel.save(path, state)
+print(state.appliance_address, " ".join(p.public_key for p in state.peers))
+"""
+
+
+def test_remote_access_is_put_on_wg0_by_the_kernel(vm: VM) -> None:
+    # What the web page writes when the owner turns remote access on and adds a phone; the
+    # path unit runs textbridge-wireguard.service, which uses the kernel's WireGuard here
+    # (the only place the kernel backend runs: the build machines have no module).
+    def write(action: str) -> list[str]:
+        out = vm.ssh(
+            "install -d -o textbridge -g textbridge -m 0700 /var/lib/textbridge/web && "
+            f"cat > /tmp/wg.py <<'EOF'\n{WG_SCRIPT}\nEOF\n"
+            f"runuser -u textbridge -- /opt/textbridge/bin/python /tmp/wg.py {action}"
+        )
+        return out.split()
+
+    address, peer = write("on")
+    deadline = time.monotonic() + 120
+    while True:
+        peers = vm.ssh("wg show wg0 peers", check=False).split()
+        if peer in peers:
+            break
+        assert time.monotonic() < deadline, vm.ssh(
+            "systemctl status --no-pager textbridge-wireguard.service", check=False)
+        time.sleep(2)
+    assert f"inet {address}/24" in vm.ssh("ip -4 addr show wg0")
+    assert vm.ssh("wg show wg0 listen-port").strip() == "51820"
+    assert vm.ssh("stat -c %a /var/lib/textbridge/web/wireguard.key").strip() == "600"
+    # The phone is revoked on the page: it is off the interface at once.
+    write("off")
+    deadline = time.monotonic() + 120
+    while peer in vm.ssh("wg show wg0 peers", check=False).split():
+        assert time.monotonic() < deadline, "the revoked phone is still on wg0"
+        time.sleep(2)
+    result = vm.ssh("systemctl show -p Result --value textbridge-wireguard.service").strip()
+    assert result == "success", result
+
+
 def test_simulated_sms_reaches_matrix(vm: VM) -> None:
     """Simulated network -> modem (USB serial) -> bridge -> homeserver -> Matrix client."""
     vm.ssh("test -e /dev/textbridge-modem")
