@@ -203,6 +203,11 @@ def test_wireguard_apply_is_oneshot_with_net_admin_only() -> None:
     assert service["CapabilityBoundingSet"][-1].split() == ["CAP_NET_ADMIN"]
     assert service["AmbientCapabilities"][-1].split() == ["CAP_NET_ADMIN"]
     assert service["ExecStart"][-1].split()[1:3] == ["wireguard", "apply"]
+    # A fresh box has no web state yet: the unit waits for the settings instead of failing
+    # (namespacing a missing ReadWritePaths= fails a unit; hence also the "-").
+    unit = parse(UNITS / "textbridge-wireguard.service")["Unit"]
+    assert "/var/lib/textbridge/web/wireguard.json" in unit["ConditionPathExists"]
+    assert service["ReadWritePaths"] == ["-/var/lib/textbridge/web"]
     watch = parse(UNITS / "textbridge-wireguard.path")
     assert watch["Path"]["PathChanged"] == ["/var/lib/textbridge/web/wireguard.json"]
     assert watch["Path"]["Unit"] == ["textbridge-wireguard.service"]
