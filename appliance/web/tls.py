@@ -326,15 +326,17 @@ class Certificates:
         self._record("error", domain, message)
         current = self.status().not_after
         if current is not None and current > dt.datetime.now(dt.UTC):
+            what = "could not be renewed"
             after = (f"The current one is valid until {current.strftime('%Y-%m-%d')}; after "
                      f"that, phones using https://{domain} cannot connect until it is renewed.")
         else:
+            what = "could not be obtained"
             after = (f"Until it works, phones using https://{domain} cannot connect; the home "
                      "certificate (textbridge.local) still works.")
         # One notice a day at most for the same failure (the key carries the date).
         day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         await self._tell(f"failed:{day}", "warning",
-                         f"The certificate for {domain} could not be renewed: {message} {after} "
+                         f"The certificate for {domain} {what}: {message} {after} "
                          "Textbridge tries again by itself; the dashboard shows the details.")
 
     async def _tell(self, key: str, severity: str, text: str) -> None:
