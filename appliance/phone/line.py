@@ -59,7 +59,6 @@ from appliance.phone.device import (
 from appliance.phone.errors import (
     LayoutChanged,
     MessagesMissing,
-    PhoneDisconnected,
     PhoneError,
     PhoneLocked,
     SendNotConfirmed,
@@ -823,6 +822,25 @@ class PhoneLine(LineReporting):
             return f"{conv} is a name, not a phone number, so it cannot be texted back."
         return [number]
 
+    async def _send_error(self, row: OutboxRow, exc: PhoneError, *, tapped: bool) -> bool:
+        """Settle a text or file whose send raised: after the tap it may have left, so it
+        is ambiguous (never sent again by itself); before, it is retried. Returns True when
+        the link must be dropped (the caller re-raises); a screen that is not as expected,
+        Messages missing, a locked phone or a refused push keep the link."""
+        if tapped:
+            await self._ambiguous(row, exc)
+        else:
+            await self._retry(row, exc)
+        if not isinstance(exc, (LayoutChanged, MessagesMissing, PhoneLocked, PushFailed)):
+            return True
+        if not tapped:
+            if isinstance(exc, PhoneLocked):
+                self._sendable.clear()
+                self._set(LineState.DEGRADED, LOCKED)
+            if not isinstance(exc, PushFailed):  # the row's own error says it; not the line's
+                self._announce(exc.key, Severity.ERROR, exc.plain)
+        return False
+
     async def _send(self, row: OutboxRow) -> None:
         phone = self._phone
         if phone is None:
@@ -857,28 +875,10 @@ class PhoneLine(LineReporting):
                 # The text is still sitting in the compose box: it did not leave.
                 await self._retry(row, exc)
                 return
-            except PhoneDisconnected as exc:
-                if tapped:
-                    await self._ambiguous(row, exc)
-                else:
-                    await self._retry(row, exc)
-                raise
-            except (LayoutChanged, MessagesMissing, PhoneLocked) as exc:
-                if tapped:
-                    await self._ambiguous(row, exc)
-                    return
-                await self._retry(row, exc)
-                if isinstance(exc, PhoneLocked):
-                    self._sendable.clear()
-                    self._set(LineState.DEGRADED, LOCKED)
-                self._announce(exc.key, Severity.ERROR, exc.plain)
-                return
             except PhoneError as exc:
-                if tapped:
-                    await self._ambiguous(row, exc)
-                else:
-                    await self._retry(row, exc)
-                raise
+                if await self._send_error(row, exc, tapped=tapped):
+                    raise
+                return
             for part in row.parts:
                 if part.state == PartState.PENDING:
                     await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
@@ -936,23 +936,10 @@ class PhoneLine(LineReporting):
             except SendNotConfirmed as exc:
                 await self._retry(row, exc)
                 return
-            except (LayoutChanged, MessagesMissing, PhoneLocked, PushFailed) as exc:
-                if tapped:
-                    await self._ambiguous(row, exc)
-                    return
-                await self._retry(row, exc)
-                if isinstance(exc, PhoneLocked):
-                    self._sendable.clear()
-                    self._set(LineState.DEGRADED, LOCKED)
-                if not isinstance(exc, PushFailed):
-                    self._announce(exc.key, Severity.ERROR, exc.plain)
-                return
             except PhoneError as exc:
-                if tapped:
-                    await self._ambiguous(row, exc)
-                else:
-                    await self._retry(row, exc)
-                raise
+                if await self._send_error(row, exc, tapped=tapped):
+                    raise
+                return
             for part in row.parts:
                 if part.state == PartState.PENDING:
                     await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
