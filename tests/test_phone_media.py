@@ -18,15 +18,13 @@ import pytest
 from appliance.adbsim import SimPhone
 from appliance.adbsim.device import SimMessage, SimPart
 from appliance.bridge import LineConfig
-from appliance.config import ModemConfig
 from appliance.line import LineState
 from appliance.phone.config import PhoneConfig
 from appliance.phone.line import PhoneLine
-from appliance.sim.modem import ModemSimulator
-from appliance.sms.line import SmsLine
 from appliance.store import Store
 from appliance.store.models import InboxRow, OutboxState
 from tests.plugins.bridge import BridgeStack, Member
+from tests.plugins.lines import TwoLines
 from tests.plugins.phone import AdbDevice, PhoneHarness
 from tests.plugins.synapse import MatrixUser
 from tests.waiting import until
@@ -555,79 +553,27 @@ async def test_exec_and_sync_carry_every_byte_value(adb_device: AdbDevice) -> No
 
 
 @pytest.mark.synapse
-async def test_media_never_falls_back_to_the_modem(
-    bridge_stack: BridgeStack,
-    modem_sim_factory: Callable[..., ModemSimulator],
-    adb_device: AdbDevice,
-) -> None:
+async def test_media_never_falls_back_to_the_modem(two_lines: TwoLines) -> None:
     """One room for the phone and the modem, route auto: while the phone cannot send, a
     picture is refused with the modem's notice (and why), never texted as its file name."""
-    stack = bridge_stack
-    owner, member = stack.owner.mxid, stack.member.mxid
-    stack.config = replace(
-        stack.config,
-        lines=[
-            LineConfig(id="phone", kind="phone", owner=owner, members=[member]),
-            LineConfig(id="modem", kind="modem", owner=owner, members=[member]),
-        ],
+    t, stack = two_lines, two_lines.stack
+    assert stack.store is not None
+    anna, room = await t.room("Hallo")
+    t.device.phone.locked = True  # the phone cannot type: route auto picks the modem
+    await until(lambda: not t.phone.status().can_send, 30, "phone cannot send")
+    picture = png(8, 8)
+    mxc = await upload(anna, stack.owner, picture, "image/png")
+    event_id = await anna.send(
+        room, {"msgtype": "m.image", "body": "b.png", "url": mxc, "info": {"size": 60}}
     )
-    link = stack.tmp / "modem"
-    sim = modem_sim_factory(pin=None, link_path=link)
-    stack.store = await Store.open(stack.tmp / "textbridge.db")
-    bridge = await stack.start()
-    modem = SmsLine(
-        "modem",
-        ModemConfig(port=str(link), sweep_interval=2.0, retry_delay=0.2, command_timeout=3.0),
-        stack.store,
-        on_event=bridge.on_line_event,
+    (notice,) = await anna.wait_for(
+        room, lambda e: "carries text only" in e["content"].get("body", ""), timeout=30
     )
-    phone = PhoneLine(
-        "phone",
-        PhoneConfig(
-            enabled=True,
-            transport="tcp",
-            host="127.0.0.1",
-            port=adb_device.port,
-            poll_interval=0.1,
-            health_interval=0.5,
-            auth_timeout=2.0,
-            connect_timeout=1.0,
-            command_timeout=5.0,
-        ),
-        stack.store,
-        key_path=adb_device.key_path,
-        on_event=bridge.on_line_event,
-    )
-    stack.lines["modem"], stack.lines["phone"] = modem, phone
-    await modem.start()
-    await phone.start()
-    try:
-        assert await modem.wait_ready(30), modem.status().summary
-        await until(lambda: phone.status().state == LineState.READY, 30, "phone ready")
-        await stack.ready()
-        adb_device.phone.receive(NUMBER, "Hallo")
-        room = await stack.portal_room(NUMBER, "phone", timeout=30)
-        anna = stack.client(stack.owner)
-        await anna.join(room)
-        await anna.wait_for(room, of_type(stack.ghost(NUMBER), "m.text"), timeout=30)
-        adb_device.phone.locked = True  # the phone cannot type: route auto picks the modem
-        await until(lambda: not phone.status().can_send, 30, "phone cannot send")
-        picture = png(8, 8)
-        mxc = await upload(anna, stack.owner, picture, "image/png")
-        event_id = await anna.send(
-            room, {"msgtype": "m.image", "body": "b.png", "url": mxc, "info": {"size": 60}}
-        )
-        (notice,) = await anna.wait_for(
-            room, lambda e: "carries text only" in e["content"].get("body", ""), timeout=30
-        )
-        assert "locked" in notice["content"]["body"], notice["content"]["body"]
-        assert await stack.store.outbox.by_request(event_id) is None
-        await asyncio.sleep(1.0)
-        assert not [t for dest, t in sim.network.sent_messages() if dest == NUMBER]
-        assert not adb_device.phone.sent
-    finally:
-        await phone.stop()
-        await modem.stop()
+    assert "locked" in notice["content"]["body"], notice["content"]["body"]
+    assert await stack.store.outbox.by_request(event_id) is None
+    await asyncio.sleep(1.0)
+    assert t.modem_sent() == []
+    assert not t.device.phone.sent
 
 
 async def test_mms_store_denied_leaves_the_description_and_says_why(
