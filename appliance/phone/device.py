@@ -242,20 +242,26 @@ class Phone:
             )
         return parse_screen(await self.link.shell(f"cat {DUMP_PATH}"))
 
+    async def _start_messages(self, command: str, failed: str) -> None:
+        """Run an `am start` for Google Messages; `am` says "Starting: Intent" when the
+        activity was found, and an Error otherwise (not installed, disabled)."""
+        out = await self.link.shell(command)
+        if "Error" in out or "Starting: Intent" not in out:
+            raise MessagesMissing(
+                f"Google Messages {failed} on the phone "
+                f"({out.strip().splitlines()[-1] if out.strip() else 'no answer'})."
+            )
+
     async def open_compose(self, recipients: list[str], text: str) -> Screen:
         """Open Messages' compose screen with `text` typed in, and return that screen once
         the compose box holds exactly our text. Nothing has been sent when this returns."""
         uri = "smsto:" + ";".join(recipients)
-        out = await self.link.shell(
+        await self._start_messages(
             "am start -a android.intent.action.SENDTO"
             f" -d {shlex.quote(uri)} --es sms_body {shlex.quote(text)}"
-            f" -p {MESSAGES_PACKAGE}"
+            f" -p {MESSAGES_PACKAGE}",
+            "did not open a new message",
         )
-        if "Error" in out or "Starting: Intent" not in out:
-            raise MessagesMissing(
-                "Google Messages did not open a new message on the phone "
-                f"({out.strip().splitlines()[-1] if out.strip() else 'no answer'})."
-            )
         deadline = time.monotonic() + self.ui_wait
         last: Screen | None = None
         while True:
@@ -324,17 +330,13 @@ class Phone:
         """Share the file into Messages for these recipients (ACTION_SEND with the
         `address` extra) and return the compose screen once it shows the attachment and
         names the recipient. Nothing has been sent when this returns."""
-        out = await self.link.shell(
+        await self._start_messages(
             f"am start -a android.intent.action.SEND -t {shlex.quote(mime)}"
             f" --eu android.intent.extra.STREAM {shlex.quote(uri)}"
             f" --es address {shlex.quote(';'.join(recipients))}"
-            f" --grant-read-uri-permission -p {MESSAGES_PACKAGE}"
+            f" --grant-read-uri-permission -p {MESSAGES_PACKAGE}",
+            "did not take the file",
         )
-        if "Error" in out or "Starting: Intent" not in out:
-            raise MessagesMissing(
-                "Google Messages did not take the file on the phone "
-                f"({out.strip().splitlines()[-1] if out.strip() else 'no answer'})."
-            )
         deadline = time.monotonic() + self.ui_wait
         while True:
             screen = await self.screen()
