@@ -586,7 +586,7 @@ async def test_sim_page_test_sms(web_factory: Any, control_stack: ControlStack) 
 
     control_stack.sim.network.auto_report = 0x41  # the network says: could not deliver
     status, text, resp = await c.submit("/sim", "/sim/test-sms",
-                                        {"line": "modem", "to": "+4917012340", "text": "x"})
+                                        {"line": "modem", "to": "+491701234560", "text": "x"})
     request_id = resp.headers["Location"].split("sms=")[1].split("#")[0]
     assert await _poll_outbox(c, request_id, {"delivered", "failed"}) == "failed"
     resp = await c.client.get(f"/api/outbox/{request_id}")
@@ -716,6 +716,10 @@ async def test_control_api_directly(control_stack: ControlStack) -> None:
     assert (await client.sim("modem"))["state"] == "READY"
     with pytest.raises(ControlError):
         await client.test_sms("modem", "12345", "premium?")
+    for costly in ("+4990012345678", "+499001234567", "+491801234567"):
+        with pytest.raises(ControlError) as refused:
+            await client.test_sms("modem", costly, "premium?")
+        assert "premium-rate" in refused.value.message
     request_id = await client.test_sms("modem", "+4917012345678", "hi")
     for _ in range(200):
         out = await client.outbox(request_id)
