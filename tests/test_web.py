@@ -381,30 +381,40 @@ async def test_login_brute_force_is_throttled_per_source(web_factory: Any) -> No
     await c.login()
 
 
-async def test_account_count_holds_only_sources_past_their_own_free_tries() -> None:
-    from types import SimpleNamespace
-
-    from appliance.web.app import Web
+async def test_account_count_holds_only_sources_past_their_own_free_tries(
+    web_factory: Any,
+) -> None:
+    from appliance.web.app import WEB_KEY
     from appliance.web.security import Throttle
 
+    c = await web_factory()
+    complete_setup(c.settings)
+    # The throttles on a clock the test turns, so waits pass without sleeping.
     now = [1000.0]
-    by_source = Throttle(free=3, base=2.0, ceiling=900.0, clock=lambda: now[0])
-    by_account = Throttle(free=3, base=2.0, ceiling=900.0, clock=lambda: now[0])
-    w: Any = SimpleNamespace(by_source=by_source, by_account=by_account)
-    for _ in range(12):  # someone guessing from one address: the account is hot
-        Web.login_failed(w, "ip:192.168.1.66", "user:owner")
-    assert Web.login_wait(w, "ip:192.168.1.66", "user:owner") > 0
-    assert Web.login_wait(w, "ip:192.168.1.20", "user:owner") == 0  # the owner, elsewhere
-    Web.login_failed(w, "ip:192.168.1.20", "user:owner")  # a typo or two changes nothing
-    Web.login_failed(w, "ip:192.168.1.20", "user:owner")
-    assert Web.login_wait(w, "ip:192.168.1.20", "user:owner") == 0
-    # A third address past its own free tries is held by the account's count, after its
-    # own wait (2 s) is over: spreading guesses over addresses buys a few per address.
+    w = c.client.server.app[WEB_KEY]
+    w.by_source = Throttle(free=3, base=2.0, ceiling=900.0, clock=lambda: now[0])
+    w.by_account = Throttle(free=3, base=2.0, ceiling=900.0, clock=lambda: now[0])
+
+    async def attempt(remote: str, password: str) -> int:
+        c.remote = remote
+        status, _, _ = await c.submit("/login", "/login",
+                                      {"username": OWNER, "password": password})
+        return status
+
+    for _ in range(12):  # a device guessing patiently: the account's count is high
+        now[0] += 1000  # past this device's own wait
+        assert await attempt("192.168.1.66", "guess guess") == 401
+    # A second address past its own free tries is held by the account's count once its own
+    # wait (2 s) is over: spreading guesses over addresses buys a few per address.
     for _ in range(3):
-        Web.login_failed(w, "ip:192.168.1.99", "user:owner")
+        assert await attempt("192.168.1.99", "guess guess") == 401
     now[0] += 3
-    assert by_source.wait("ip:192.168.1.99") == 0
-    assert Web.login_wait(w, "ip:192.168.1.99", "user:owner") > 100
+    assert w.by_source.wait("ip:192.168.1.99") == 0
+    assert await attempt("192.168.1.99", OWNER_PASSWORD) == 429
+    # The owner elsewhere, even after two typos, is not held by any of that.
+    assert await attempt("192.168.1.20", "typo typo") == 401
+    assert await attempt("192.168.1.20", "typo typo") == 401
+    assert await attempt("192.168.1.20", OWNER_PASSWORD) == 303
 
 
 def test_throttle_counts_an_ipv6_device_by_its_64() -> None:

@@ -13,7 +13,7 @@ from mautrix.types import RoomCreatePreset, RoomID, UserID
 
 from appliance.bridge import contacts
 from appliance.bridge.config import LineConfig
-from appliance.phonenum import NumberKind, format_display, is_premium_or_short, normalize
+from appliance.phonenum import NumberKind, format_display, normalize
 from appliance.store.models import OutboxState
 
 if TYPE_CHECKING:
@@ -166,9 +166,7 @@ class Bot:
                 event_id,
             )
             return
-        if self.bridge.config.caps.block_premium and is_premium_or_short(
-            number.value, line.home_country
-        ):
+        if self.bridge.outbound.blocks_costly(number.value, line):
             # Said now, before a room exists whose every text would be refused.
             await self.reply(
                 room_id,

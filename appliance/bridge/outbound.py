@@ -254,6 +254,13 @@ class Outbound:
             "Send a message instead.",
         )
 
+    def blocks_costly(self, number: str, line: LineConfig) -> bool:
+        """True when the cost guard refuses texts to `number` on `line` (docs/bridge.md,
+        "The cost guard"); the bot's `new` asks before it opens a room."""
+        return self.bridge.config.caps.block_premium and is_premium_or_short(
+            number, line.home_country
+        )
+
     def number_problem(self, portal: Portal, line: LineConfig) -> str | None:
         """Why a 1:1 text to this portal's number may not go through `line`, or None."""
         if portal.kind != "dm":
@@ -264,9 +271,7 @@ class Outbound:
                 f"Not sent: {portal.conversation} is a sender name, not a number; "
                 "it cannot receive replies."
             )
-        if self.bridge.config.caps.block_premium and is_premium_or_short(
-            portal.conversation, line.home_country
-        ):
+        if self.blocks_costly(portal.conversation, line):
             return (
                 f"Not sent: {portal.conversation} is a premium-rate, shared-cost, short or "
                 "unknown kind of number, and texting it can cost a lot. Textbridge blocks "

@@ -52,24 +52,25 @@ class Web:
     owner_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _homeserver: HomeserverAdapter | None = None
 
-    def login_wait(self, source: str, account: str) -> float:
-        """Seconds before this source may try this account's password again.
+    def login_wait(self, request: web.Request, account: str) -> float:
+        """Seconds before this request's source may try this account's password again.
 
         The source's own count comes first. The account's count (failures from every
         source) holds only a source that has used up its own free tries too: so someone
         guessing from elsewhere never locks out the owner typing the password right, and
         spreading guesses over many addresses still buys only a few per address."""
+        source = security.source_key(client_address(request))
         wait = self.by_source.wait(source)
         if self.by_source.failures(source) >= self.by_source.free:
             wait = max(wait, self.by_account.wait(account))
         return wait
 
-    def login_failed(self, source: str, account: str) -> None:
-        self.by_source.failed(source)
+    def login_failed(self, request: web.Request, account: str) -> None:
+        self.by_source.failed(security.source_key(client_address(request)))
         self.by_account.failed(account)
 
-    def login_succeeded(self, source: str, account: str) -> None:
-        self.by_source.succeeded(source)
+    def login_succeeded(self, request: web.Request, account: str) -> None:
+        self.by_source.succeeded(security.source_key(client_address(request)))
         self.by_account.succeeded(account)
 
     def homeserver(self) -> HomeserverAdapter | None:
@@ -298,9 +299,8 @@ async def login_submit(request: web.Request) -> web.Response:
     username = str(form.get("username", ""))[:128].strip().lower()
     password = str(form.get("password", ""))[:validate.MAX_PASSWORD + 1]
     nxt = safe_next(str(form.get("next", "/")))
-    source = security.source_key(client_address(request))
     account = f"user:{username}"
-    wait = w.login_wait(source, account)
+    wait = w.login_wait(request, account)
     if wait > 0:
         return render(
             request,
@@ -319,7 +319,7 @@ async def login_submit(request: web.Request) -> web.Response:
         await burn_verify(password)
         ok = False
     if not ok:
-        w.login_failed(source, account)
+        w.login_failed(request, account)
         return render(
             request,
             "login.html",
@@ -328,7 +328,7 @@ async def login_submit(request: web.Request) -> web.Response:
             values={"username": username},
             errors={"form": "Wrong username or password."},
         )
-    w.login_succeeded(source, account)
+    w.login_succeeded(request, account)
     replace_session(request, w.sessions.rotate(session_of(request), owner["username"]))
     raise web.HTTPSeeOther(nxt)
 
