@@ -15,7 +15,7 @@
 #                       mcopy), so no loop devices are needed
 #           publish     .img.xz, .sha256 and a Raspberry Pi Imager repository JSON
 #
-# Usage: image/build.sh [all|preflight|base|wheelhouse|rootfs|disk|publish|inputs-hash|status]
+# Usage: image/build.sh [all|preflight|base|wheelhouse|rootfs|disk|publish|inputs-hash|status|settings DIR]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -210,6 +210,13 @@ preflight() {
   esac
 }
 
+homeserver_version() {  # what the recipe puts in, for image-release and the image test
+  case "$HOMESERVER" in
+    tuwunel) echo "$TUWUNEL_VERSION" ;;
+    synapse) sed -n 's/^matrix-synapse==\([^ ]*\).*/\1/p' "$TOP/requirements/synapse.lock" | head -n1 ;;
+  esac
+}
+
 write_settings() {
   local port
   case "$HOMESERVER" in
@@ -261,6 +268,7 @@ CONF
   cat > "$R/etc/textbridge/image-release" <<CONF
 TEXTBRIDGE_VERSION=$VERSION
 HOMESERVER=$HOMESERVER
+HOMESERVER_VERSION=$(homeserver_version)
 INPUTS=$(inputs_hash)
 BUILT=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 CONF
@@ -472,6 +480,9 @@ stage_all() {
 case "${1:-all}" in
   all) stage_all ;;
   preflight) preflight ;;
+  # The build-time settings (/etc/default/textbridge, config.toml, the homeserver unit's
+  # drop-in) written into DIR instead of the root filesystem: for tests/test_systemd_units.py.
+  settings) R="${2:?usage: build.sh settings DIR}"; mkdir -p "$R/etc/default"; write_settings ;;
   base) stage_base ;;
   wheelhouse) stage_wheelhouse runtime; stage_wheelhouse synapse ;;
   rootfs) stage_rootfs ;;

@@ -1,0 +1,128 @@
+"""The homeserver watch against the real Synapse: a SIGSTOPped (hung) Synapse is restarted
+after the grace, the owner reads once that it stopped answering and was restarted, and every
+text that arrived meanwhile is delivered, in order, once.
+
+The grace is seconds here instead of the appliance's two minutes. The restart action is the
+test's: SIGKILL the real Synapse process (as the appliance's action does to the homeserver
+unit, whose Restart=on-failure then starts it) and start it again, as systemd would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.homeserver.watch import HomeserverWatch, restart_systemd_unit, unit_pids
+from tests.plugins.bridge import START_TIMEOUT, BridgeStack, eventually, notices
+from tests.test_bridge import ANNA_NUMBER, _portal_with_member, _texts, inbound
+
+pytestmark = pytest.mark.synapse
+
+GRACE = 4.0
+
+
+def _said(stack: BridgeStack, words: str) -> object:
+    return lambda e: notices(stack.bot)(e) and words in e["content"]["body"]
+
+
+async def test_a_hung_homeserver_is_restarted_and_the_owners_told(
+    bridge_stack: BridgeStack,
+) -> None:
+    stack = bridge_stack
+    await stack.start()
+    await stack.ready()
+    store, bridge = stack.store, stack.bridge
+    assert store is not None and bridge is not None
+    room, anna = await _portal_with_member(stack)
+    ghost = stack.ghost(ANNA_NUMBER)
+    mgmt = await stack.management_room(stack.owner)
+    await anna.join(mgmt)
+
+    restarts: list[tuple[int | None, int | None]] = []
+
+    async def restart() -> None:
+        before = stack.server.pid
+        stack.server.kill()  # SIGKILL ends a stopped process too
+        await stack.server.start(START_TIMEOUT)
+        restarts.append((before, stack.server.pid))
+
+    async def pending() -> int:
+        return len(await store.inbox.pending())
+
+    watch = HomeserverWatch(
+        stack.server.url,
+        restart=restart,
+        notify=bridge.notify_owners,
+        pending=pending,
+        grace=GRACE,
+        interval=0.5,
+        probe_timeout=1.0,
+        drain_timeout=90.0,
+    )
+    watch.start()
+    base = int(time.time() * 1000)
+    expected = ["Hi, it's me"]
+    try:
+        # A hang shorter than the grace is waited out: no restart, nothing said.
+        stack.server.pause()
+        await asyncio.sleep(GRACE / 2)
+        stack.server.resume()
+        await eventually(lambda: _answers(watch), timeout=30, what="Synapse answering again")
+        assert restarts == []
+
+        stack.server.pause()
+        hung_at = time.time()
+        for i in range(4):
+            body = f"while it hangs {i}"
+            await store.inbox.add(inbound(body, sent_at=base + i))
+            expected.append(body)
+        # The texts wait, durably, while nothing answers.
+        assert await pending() == 4
+        await eventually(lambda: _restarted(restarts), timeout=START_TIMEOUT + 30, what="restart")
+        (notice,) = await anna.wait_for(mgmt, _said(stack, "stopped answering"), timeout=120)
+    finally:
+        await watch.stop()
+        if stack.server.paused:
+            stack.server.resume()
+    (before, after), *more = restarts
+    assert more == [] and before is not None and after is not None and before != after
+    body = notice["content"]["body"]
+    at = re.search(r"stopped answering at (\d\d:\d\d) and was restarted", body)
+    assert at, body
+    assert at.group(1) in {
+        time.strftime("%H:%M", time.localtime(t)) for t in (hung_at, hung_at + GRACE)
+    }
+    assert body.endswith("texts waited and were delivered.")
+    assert await pending() == 0
+    assert await _texts(anna, room, ghost) == expected  # none lost, none twice, in order
+    # Told once: a later look at a healthy server says nothing more.
+    await watch.check()
+    said = [e for e in await anna.messages(mgmt) if _said(stack, "stopped answering")(e)]
+    assert len(said) == 1
+
+
+async def _answers(watch: HomeserverWatch) -> bool:
+    await asyncio.sleep(0.5)
+    return watch.silent_since is None and await watch.http.is_up(timeout=1.0)
+
+
+async def _restarted(restarts: list[tuple[int | None, int | None]]) -> bool:
+    return bool(restarts)
+
+
+async def test_the_systemd_action_signals_only_the_units_processes() -> None:
+    """Outside systemd's textbridge-homeserver.service (here) it finds no process and kills
+    nothing; the cgroup reading finds this very process under its own cgroup's name."""
+    assert unit_pids("textbridge-homeserver.service") == []
+    await restart_systemd_unit()()  # nothing to kill: logs, does not raise
+    own = Path("/proc/self/cgroup").read_text().splitlines()
+    unified = [line.split(":", 2)[2] for line in own if line.startswith("0::")]
+    name = unified[0].rsplit("/", 1)[-1] if unified else ""
+    if not name:
+        pytest.skip("this process sits in the root cgroup: no unit name to look for")
+    assert os.getpid() in unit_pids(name)
