@@ -152,3 +152,29 @@ def test_the_right_checksum_passes_the_preflight(tmp_path: Path, served: str) ->
     assert preflight(tmp_path / "o3", HOMESERVER="synapse").returncode == 0
     bad = preflight(tmp_path / "o4", HOMESERVER="dendrite")
     assert bad.returncode != 0 and "HOMESERVER must be synapse" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("homeserver", "flavour"), [("synapse", "Synapse"), ("tuwunel", "Tuwunel")]
+)
+def test_imager_json_names_the_flavour(tmp_path: Path, homeserver: str, flavour: str) -> None:
+    import json
+    import lzma
+    import sys
+
+    image = tmp_path / f"textbridge-0.1.0-{homeserver}-arm64.img"
+    image.write_bytes(os.urandom(4096))
+    xz = image.with_name(image.name + ".xz")
+    xz.write_bytes(lzma.compress(image.read_bytes()))
+    out = subprocess.run(
+        [sys.executable, str(REPO / "image/imager_json.py"), "--image", str(image), "--xz",
+         str(xz), "--version", "0.1.0", "--homeserver", homeserver, "--release-date",
+         "2026-12-04", "--base-url", "https://example.org/"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (entry,) = json.loads(out)["os_list"]
+    assert entry["name"] == f"Textbridge 0.1.0 ({flavour})"
+    assert f"homeserver, {flavour}." in entry["description"]
+    assert entry["url"] == f"https://example.org/{xz.name}"
+    assert entry["image_download_sha256"] == hashlib.sha256(xz.read_bytes()).hexdigest()
+    assert entry["extract_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
