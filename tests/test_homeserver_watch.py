@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from appliance.homeserver.watch import HomeserverWatch, restart_systemd_unit, unit_pids
+from appliance.run import Appliance
 from tests.plugins.bridge import START_TIMEOUT, BridgeStack, eventually, notices
 from tests.test_bridge import ANNA_NUMBER, _portal_with_member, _texts, inbound
+from tests.test_e2e import E2E, NUMBER, _open_portal, e2e  # noqa: F401 - e2e: the fixture
 
 pytestmark = pytest.mark.synapse
 
@@ -126,3 +128,59 @@ async def test_the_systemd_action_signals_only_the_units_processes() -> None:
     if not name:
         pytest.skip("this process sits in the root cgroup: no unit name to look for")
     assert os.getpid() in unit_pids(name)
+
+
+@pytest.mark.slow
+async def test_the_appliance_watches_its_homeserver(e2e: E2E) -> None:  # noqa: F811
+    """The whole `textbridge run` (Appliance: modem simulator, SMS line, store, bridge) with
+    its watch: texts that reach the modem while Synapse hangs are restarted through, and the
+    line's owner reads the notice."""
+    stack = e2e
+    room_id = await _open_portal(stack, "before the hang")
+    restarts: list[int | None] = []
+
+    async def restart() -> None:
+        stack.server.kill()
+        await stack.server.start(START_TIMEOUT)
+        restarts.append(stack.server.pid)
+
+    await stack.stop()
+    stack.appliance = Appliance(stack.config, restart_homeserver=restart, homeserver_grace=GRACE)
+    await stack.appliance.start()
+    await stack.bridge_ready()
+    app = stack.app
+    assert app.homeserver_watch is not None and app.homeserver_watch.grace == GRACE
+    mgmt = await app.bridge.db.management_room(stack.user.mxid)
+    assert mgmt is not None
+    assert stack.member is not None
+    await stack.member.join(mgmt[0], timeout=30)
+
+    stack.server.pause()
+    sent = [f"while it hangs {i}" for i in range(3)]
+    try:
+        for text in sent:
+            stack.sim.network.deliver(NUMBER, text)
+
+        async def stored() -> bool:
+            bodies = [r.message.body for r in await app.store.inbox.pending(limit=100)]
+            return bodies == sent and not stack.sim.storage
+
+        await eventually(stored, timeout=60, what="the texts in the store, off the SIM")
+        await eventually(lambda: _restarted_pids(restarts), timeout=START_TIMEOUT + 60,
+                         what="the watch's restart")  # fmt: skip
+    finally:
+        if stack.server.paused:
+            stack.server.resume()
+    assert await stack.wait_texts(room_id, 1 + len(sent), timeout=120) == [
+        "before the hang", *sent
+    ]
+    (notice,) = await stack.member.wait_for(
+        mgmt[0], lambda e: "stopped answering" in e.get("content", {}).get("body", ""),
+        timeout=120,
+    )  # fmt: skip
+    assert "was restarted; texts waited and were delivered." in notice["content"]["body"]
+    assert len(restarts) == 1
+
+
+async def _restarted_pids(restarts: list[int | None]) -> bool:
+    return bool(restarts)
