@@ -20,6 +20,7 @@ import pytest
 from appliance.homeserver.watch import HomeserverWatch, restart_systemd_unit, unit_pids
 from appliance.run import Appliance
 from tests.plugins.bridge import START_TIMEOUT, BridgeStack, eventually, notices
+from tests.plugins.synapse import SynapseFactory
 from tests.test_bridge import ANNA_NUMBER, _portal_with_member, _texts, inbound
 from tests.test_e2e import E2E, NUMBER, _open_portal, e2e  # noqa: F401 - e2e: the fixture
 
@@ -184,3 +185,43 @@ async def test_the_appliance_watches_its_homeserver(e2e: E2E) -> None:  # noqa: 
 
 async def _restarted_pids(restarts: list[int | None]) -> bool:
     return bool(restarts)
+
+
+async def test_a_homeserver_that_stays_silent_is_restarted_again_but_not_hammered(
+    synapse_factory: SynapseFactory,
+) -> None:
+    """A restart that does not bring the server back (here: the action only records, the
+    real Synapse stays stopped) is tried again after `again_after`, not at every look; the
+    owners hear nothing while it is still silent."""
+    server = await synapse_factory.start()
+    calls: list[float] = []
+    told: list[str] = []
+
+    async def restart() -> None:
+        calls.append(time.monotonic())
+
+    async def notify(topic: str, key: str, severity: object, text: str) -> bool:
+        told.append(text)
+        return True
+
+    async def pending() -> int:
+        return 0
+
+    watch = HomeserverWatch(
+        server.url, restart=restart, notify=notify, pending=pending,
+        grace=1.5, interval=0.2, probe_timeout=0.5, again_after=4.0,
+    )  # fmt: skip
+    server.pause()
+    try:
+        watch.start()
+        await asyncio.sleep(8.5)
+        await watch.stop()
+    finally:
+        server.resume()
+    assert len(calls) == 2, calls
+    assert 3.5 <= calls[1] - calls[0] <= 5.5
+    assert told == []
+    # Once it answers, the owners are told, once.
+    await watch.check()
+    await watch.check()
+    assert len(told) == 1 and "was restarted" in told[0]

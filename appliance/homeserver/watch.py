@@ -3,9 +3,10 @@
 It runs in `textbridge run`, which needs the homeserver more than anything else and already
 speaks to it. Every `interval` seconds it asks GET /_matrix/client/versions; when nothing
 good has come back for `grace` seconds (two minutes on the appliance) it calls the restart
-action, and again after each further `grace` while the server stays silent. Once the server
-answers again, the owners read, once, when it stopped answering and that it was restarted,
-and whether the texts that waited meanwhile are through.
+action, and again every five minutes while the server stays silent (its unit's start
+timeout governs a slow start meanwhile). Once the server answers again, the owners read,
+once, when it stopped answering and that it was restarted, and whether the texts that
+waited meanwhile are through.
 
 Texts need nothing from the watch to survive: an inbound text is in the durable store before
 the modem lets go of it and stays RECEIVED until the homeserver took it (docs/store.md); the
@@ -41,6 +42,9 @@ HOMESERVER_UNIT = "textbridge-homeserver.service"
 GRACE = 120.0
 INTERVAL = 10.0
 PROBE_TIMEOUT = 5.0
+# After a restart the unit's own start timeout (TimeoutStartSec=180) governs the start: a
+# slow start on a busy Pi must not be killed again by the watch before systemd gave up on it.
+AGAIN_AFTER = 300.0
 # After the server is back: how long to wait for the texts that waited to go through before
 # the notice says where they stand.
 DRAIN_TIMEOUT = 120.0
@@ -63,6 +67,7 @@ class HomeserverWatch:
         interval: float = INTERVAL,
         probe_timeout: float = PROBE_TIMEOUT,
         drain_timeout: float = DRAIN_TIMEOUT,
+        again_after: float | None = None,
     ) -> None:
         self.http = MatrixHttp(url, "")
         self.restart = restart
@@ -72,6 +77,7 @@ class HomeserverWatch:
         self.interval = interval
         self.probe_timeout = min(probe_timeout, grace)
         self.drain_timeout = drain_timeout
+        self.again_after = max(grace, AGAIN_AFTER) if again_after is None else again_after
         # Wall clock of the first look that got no answer, for the owners' notice; the
         # monotonic one times the grace.
         self.silent_since: float | None = None
@@ -116,8 +122,11 @@ class HomeserverWatch:
             self.silent_since, self._silent_mono = time.time(), now
             log.warning("the homeserver does not answer /_matrix/client/versions")
             return
-        since = self._last_restart if self._last_restart is not None else self._silent_mono
-        if now - since < self.grace:
+        if self._last_restart is None:
+            waited, limit = now - self._silent_mono, self.grace
+        else:
+            waited, limit = now - self._last_restart, self.again_after
+        if waited < limit:
             return
         self.restarts += 1
         self._last_restart = now
