@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
 from urllib.parse import quote
 
 import aiohttp
@@ -90,12 +89,13 @@ class ElementX(Member):
         """The event as the homeserver holds it (nio would hand back its decryption)."""
         url = f"{self.client.homeserver}/_matrix/client/v3/rooms/{quote(room_id)}/event/"
         headers = {"Authorization": f"Bearer {self.user.access_token}"}
-        async with aiohttp.ClientSession() as http:
-            async with http.get(url + quote(event_id), headers=headers) as resp:
-                assert resp.status == 200, await resp.text()
-                event: dict[str, Any] = await resp.json()
-                return event
-
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url + quote(event_id), headers=headers) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+            event: dict[str, Any] = await resp.json()
+            return event
 
 
 @dataclass
@@ -126,11 +126,10 @@ class Rig:
             f"/state/m.room.member/{quote(user)}"
         )
         headers = {"Authorization": f"Bearer {self.anna.user.access_token}"}
-        async with aiohttp.ClientSession() as http:
-            async with http.get(url, headers=headers) as resp:
-                if resp.status != 200:
-                    return None
-                return str((await resp.json()).get("membership"))
+        async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
+            if resp.status != 200:
+                return None
+            return str((await resp.json()).get("membership"))
 
 
 async def _rig(
@@ -308,7 +307,9 @@ async def test_encryption_turned_on_in_a_portal(held_rig: Rig) -> None:
     row = await until(lambda: stack.store.outbox.by_request(queued), 30, "the outbox row")  # type: ignore[union-attr]
     assert row.state == OutboxState.QUEUED
 
-    resp = await anna.client.room_put_state(old, "m.room.encryption", ELEMENT_X_ENCRYPTION["content"])
+    resp = await anna.client.room_put_state(
+        old, "m.room.encryption", ELEMENT_X_ENCRYPTION["content"]
+    )
     assert isinstance(resp, nio.RoomPutStateResponse), resp
     (told,) = await anna.wait_for(old, saying(stack.bot, "turned on"), timeout=30)
 

@@ -187,9 +187,15 @@ class EncryptedRooms:
         """Someone joined a room: encrypted rooms of theirs that moved here are left now,
         since the person has found the real chat."""
         for row in await self.bridge.db.encrypted_rooms_moved_to(room_id):
-            if row.person == user and row.told and not row.left_room and row.kind in (
-                "ghost",
-                "bot",
+            if (
+                row.person == user
+                and row.told
+                and not row.left_room
+                and row.kind
+                in (
+                    "ghost",
+                    "bot",
+                )
             ):
                 await self._leave(row)
 
@@ -346,9 +352,7 @@ class EncryptedRooms:
         """Element X lets a person type before the invitee has joined; those messages
         never came to the bridge as events, so they get their FAIL here."""
         try:
-            page = await intent.get_messages(
-                room_id, PaginationDirection.BACKWARD, limit=_CATCH_UP
-            )
+            page = await intent.get_messages(room_id, PaginationDirection.BACKWARD, limit=_CATCH_UP)
         except MatrixRequestError as exc:
             log.info("encrypted room %s: history not readable: %s", room_id, exc)
             return
