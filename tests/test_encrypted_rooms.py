@@ -5,6 +5,7 @@ Synapse, the bridge and the modem simulator (real pyserial over a pty) do the re
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,7 @@ async def test_a_chat_started_with_a_ghost_moves_to_a_working_portal(rig: Rig) -
     stack, anna = rig.stack, rig.anna
     assert stack.bridge is not None
     ghost = stack.ghost(NUMBER)
+    started = time.monotonic()
     secret = await anna.start_chat(ghost)
     # Typed at once, as Element X allows before the ghost has even joined.
     first = await anna.write(secret, "Hallo, typed right away")
@@ -221,16 +223,19 @@ async def test_a_chat_started_with_a_ghost_moves_to_a_working_portal(rig: Rig) -
     topic = await stack.bridge.az.intent.get_state_event(RoomID(portal), EventType.ROOM_TOPIC)
     assert "not end-to-end encrypted" in str(topic.topic)
     (moved,) = await anna.wait_for(secret, saying(ghost, portal, "here instead"))
+    print(f"\nstart chat -> portal invite and pointer: {time.monotonic() - started:.2f} s")
     assert "https://matrix.to/#/" in moved["content"]["body"]
     # The person is invited to the portal (Element X shows it on top of the chat list).
     await anna.sync()
     assert portal in anna.client.invited_rooms
 
     # Writing in the encrypted room anyway: each message FAIL, one notice for the burst.
+    written = time.monotonic()
     more = [await anna.write(secret, f"still here {i}") for i in range(3)]
     for event_id in [first, *more]:
         assert (await anna.raw_event(secret, event_id))["type"] == "m.room.encrypted"
         await anna.wait_for(secret, fail_status(event_id), timeout=30)
+    print(f"3 encrypted messages -> 3 FAIL statuses: {time.monotonic() - written:.2f} s")
     answers = await anna.wait_for(secret, saying(ghost, "Not sent", portal), timeout=30)
     assert len(answers) == 1, [a["content"]["body"] for a in answers]
     assert rig.sent() == []
@@ -354,3 +359,15 @@ async def test_a_restart_between_the_invite_and_the_first_message(rig: Rig) -> N
     await _exactly_once(rig, f"{stack.owner.localpart}: after the restart")
     assert [p.room_id for p in await stack.bridge.db.portals()] == [portal]
     assert rig.sent() == [f"{stack.owner.localpart}: after the restart"]
+
+
+async def test_the_welcome_page_says_how_to_start_a_chat(web_factory: Any) -> None:
+    from tests.plugins.web import complete_setup
+
+    c = await web_factory()
+    complete_setup(c.settings)
+    await c.login()
+    status, text = await c.page("/family/owner/welcome")
+    assert status == 200
+    assert "new +49 151 12345678" in text
+    assert "Start chat" in text and "@sms_4915112345678:textbridge.local" in text
