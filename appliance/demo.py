@@ -204,8 +204,11 @@ Textbridge demo is running (state in {self.state}).
   Family member:  {member}
   Password:       {account["password"]}
 
-Log in with Element (or any Matrix client) using that homeserver, user and password. Your
-SMS management room opens with the Textbridge bot; say "new +4915112345678" to text someone.
+Log in with Element (or any Matrix client) using that homeserver, user and password.
+To start a chat with a phone number, either:
+  - write "new +4915112345678" to the Textbridge bot (the chat named Textbridge), or
+  - use "Start chat" with @sms_4915112345678:{SERVER_NAME}; Element X makes that chat
+    encrypted, which Textbridge cannot read, so you are invited to the real chat instead.
 
 Act as the phone network (another terminal, in this directory):
   {net} send --from +4915112345678 --text "Hi!"

@@ -265,6 +265,17 @@ async def wait_for_text(
     raise AssertionError(f"{body!r} did not show up in any room within {timeout} s")
 
 
+async def _wait_notice(client: nio.AsyncClient, room_id: str, words: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        resp = await client.room_messages(room_id, start="", limit=50)
+        assert isinstance(resp, nio.RoomMessagesResponse), resp
+        if any(words in e.source.get("content", {}).get("body", "") for e in resp.chunk):
+            return
+        assert time.monotonic() < deadline, [e.source for e in resp.chunk]
+        await asyncio.sleep(0.5)
+
+
 async def test_demo_end_to_end(tmp_path: Path) -> None:
     _require_synapse()
     state = tmp_path / "demo-state"
@@ -309,6 +320,25 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
             await asyncio.sleep(0.5)
         assert out.count("hello back") == 1, out
         assert NUMBER in out, out
+
+        # "Start chat" with the ghost ID the banner prints, as Element X does it (an
+        # encrypted direct chat): the bridge points to the chat that works, and leaves.
+        match = re.search(r'"Start chat" with (@\S+?);', banner.text)
+        assert match and "new +4915112345678" in banner.text, banner.text
+        created = await client.room_create(
+            preset=nio.RoomPreset.trusted_private_chat,
+            is_direct=True,
+            invite=[match.group(1)],
+            initial_state=[
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ],
+        )
+        assert isinstance(created, nio.RoomCreateResponse), created
+        await _wait_notice(client, created.room_id, room_id)
 
         # The tethered phone: an RCS message reaches the family member, the reply goes out
         # through Google Messages' UI on the (simulated) phone.
