@@ -23,6 +23,12 @@ async def bodies(h: Any) -> list[str]:
     return [r.message.body for r in await h.store.inbox.pending(limit=1000)]
 
 
+async def settled(h: Any) -> None:
+    """The sweep a line makes when it comes up is over."""
+    await until(lambda: h.line.status().details.get("count_sweeps"), what="first sweep")
+    await asyncio.sleep(0.3)
+
+
 # -- item 9: an empty PDU ---------------------------------------------------------------
 
 
@@ -92,3 +98,38 @@ def _pieces(text: str) -> list[str]:
     parts = pdu.encode_deliver(SENDER, text, timestamp_ms=T0, concat_ref=1)
     decoded = [pdu.decode(p.hex()) for p in parts]
     return [d.text for d in decoded if isinstance(d, pdu.Deliver)]
+
+
+# -- item 7: order per conversation under modem faults -------------------------------------
+
+
+async def test_texts_stored_during_a_hang_do_not_overtake_the_one_before_it(
+    make_line: Any,
+) -> None:
+    h = await make_line(command_timeout=1.5)
+    await settled(h)
+    # The modem locks up when the line goes to read the first text, and the next two arrive
+    # (in the same second) while it is deaf; their +CMTI come out when it answers again.
+    h.sim.faults.hang_at_next(5.0, "AT+CMG")
+    h.sim.network.deliver(SENDER, "one", timestamp_ms=T0)
+    await until(lambda: h.sim._hang_until > 0, what="the modem hung")
+    h.sim.network.deliver(SENDER, "two", timestamp_ms=T0 + 400)
+    h.sim.network.deliver(SENDER, "three", timestamp_ms=T0 + 800)
+    await h.inbox(3, timeout=40)
+    assert await bodies(h) == ["one", "two", "three"]
+
+
+async def test_a_cmti_inside_a_response_is_not_overtaken_by_a_later_text(
+    make_line: Any,
+) -> None:
+    h = await make_line(sweep_interval=600.0)
+    await settled(h)
+    # Stored silently; its only notification comes inside the next command's response.
+    h.sim.network.notify = False
+    (index,) = h.sim.network.deliver(SENDER, "first", timestamp_ms=T0)
+    h.sim.network.notify = True
+    h.sim.faults.urc_in_next_response(f'+CMTI: "SM",{index}')
+    await asyncio.sleep(3.0)
+    h.sim.network.deliver(SENDER, "three seconds later", timestamp_ms=T0 + 3000)
+    await h.inbox(2, timeout=20)
+    assert await bodies(h) == ["first", "three seconds later"]

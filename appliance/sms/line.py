@@ -123,6 +123,10 @@ class SmsLine(LineReporting):
         self._pin_lock = asyncio.Lock()
         self._catch_up = False
         self._queue_depth = 0
+        # Storage index -> the order its +CMTI arrived in: within one SMSC timestamp second
+        # only that tells which text came first (the modem reuses freed slots).
+        self._arrivals: dict[int, int] = {}
+        self._arrival_count = 0
 
     # -- Line protocol -------------------------------------------------------------------
 
@@ -368,6 +372,9 @@ class SmsLine(LineReporting):
                 raise _Reopen
 
     def _on_modem_event(self, event: ModemEvent) -> None:
+        if isinstance(event, MessageStored):
+            self._arrival_count += 1
+            self._arrivals[event.index] = self._arrival_count
         if isinstance(event, MessageStored | StatusReportStored | StatusReportPdu):
             self._inbound.put_nowait(event)
         elif isinstance(event, Disconnected):
@@ -408,9 +415,12 @@ class SmsLine(LineReporting):
                     # The sweep took whatever this notification was about.
                     if not isinstance(event, StatusReportPdu):
                         continue
-                if event is None:
+                if event is None or isinstance(event, MessageStored):
+                    # A +CMTI means "look at the SIM", not "take this one": a text whose
+                    # notification was late (inside another response, held back by a hang)
+                    # or lost is still on it, and may be older than this one.
                     await self._sweep(modem)
-                elif isinstance(event, MessageStored | StatusReportStored):
+                elif isinstance(event, StatusReportStored):
                     stored = await modem.read(event.index)
                     if stored is not None:
                         await self._take(modem, stored)
@@ -429,8 +439,9 @@ class SmsLine(LineReporting):
     async def _sweep(self, modem: Modem) -> None:
         stored = await modem.list_stored()
         # The modem reuses freed slots, so slot order is not arrival order: take texts in
-        # the order the network stamped them, so a conversation reads in order.
-        stored.sort(key=_arrival_order)
+        # the order the network stamped them, then in the order the modem announced them
+        # (texts found without a +CMTI first: theirs was lost, so they waited longest).
+        stored.sort(key=lambda item: _arrival_order(item, self._arrivals.get(item.index, 0)))
         for item in stored:
             await self._take(modem, item)
         self._health.counters["sweeps"] = self._health.counters.get("sweeps", 0) + 1
@@ -445,7 +456,15 @@ class SmsLine(LineReporting):
             if again is not None and again.pdu != pdu_hex and _decodes(again.pdu):
                 pdu_hex = again.pdu
         await self.commit_pdu(pdu_hex)
-        await modem.delete(stored.index)
+        # Forgotten before the delete: once the slot is free the modem may fill it again,
+        # and that text's +CMTI can be handled before this coroutine resumes.
+        arrival = self._arrivals.pop(stored.index, None)
+        try:
+            await modem.delete(stored.index)
+        except BaseException:
+            if arrival is not None:
+                self._arrivals.setdefault(stored.index, arrival)
+            raise
         self._health.counters["inbound_parts"] = self._health.counters.get("inbound_parts", 0) + 1
 
     async def commit_pdu(self, pdu_hex: str) -> str:
@@ -779,14 +798,15 @@ class _Reopen(Exception):
     """Someone (enter_pin) asked for the modem to be opened afresh."""
 
 
-def _arrival_order(stored: StoredPdu) -> tuple[int, int]:
+def _arrival_order(stored: StoredPdu, announced: int) -> tuple[int, int, int]:
+    # SCTS has whole seconds: texts of one second are told apart by `announced`.
     try:
         decoded = pdus.decode(stored.pdu)
     except pdus.PduError:
-        return (0, stored.index)
+        return (0, announced, stored.index)
     if isinstance(decoded, pdus.Deliver):
-        return (decoded.timestamp_ms, stored.index)
-    return (0, stored.index)
+        return (decoded.timestamp_ms // 1000, announced, stored.index)
+    return (0, announced, stored.index)
 
 
 def _decodes(pdu_hex: str) -> bool:
