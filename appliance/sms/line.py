@@ -59,7 +59,8 @@ from appliance.sms.modem import (
 )
 from appliance.store import Store
 from appliance.store.errors import StoreStateError
-from appliance.store.models import InboundMessage, OutboxRow, PartState
+from appliance.store.fragments import variant_base
+from appliance.store.models import Fragment, InboundMessage, OutboxRow, PartState
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,10 @@ class SmsLine(LineReporting):
         self._pin_lock = asyncio.Lock()
         self._catch_up = False
         self._queue_depth = 0
+        # Storage index -> the order its +CMTI arrived in: within one SMSC timestamp second
+        # only that tells which text came first (the modem reuses freed slots).
+        self._arrivals: dict[int, int] = {}
+        self._arrival_count = 0
 
     # -- Line protocol -------------------------------------------------------------------
 
@@ -367,6 +372,9 @@ class SmsLine(LineReporting):
                 raise _Reopen
 
     def _on_modem_event(self, event: ModemEvent) -> None:
+        if isinstance(event, MessageStored):
+            self._arrival_count += 1
+            self._arrivals[event.index] = self._arrival_count
         if isinstance(event, MessageStored | StatusReportStored | StatusReportPdu):
             self._inbound.put_nowait(event)
         elif isinstance(event, Disconnected):
@@ -407,9 +415,12 @@ class SmsLine(LineReporting):
                     # The sweep took whatever this notification was about.
                     if not isinstance(event, StatusReportPdu):
                         continue
-                if event is None:
+                if event is None or isinstance(event, MessageStored):
+                    # A +CMTI means "look at the SIM", not "take this one": a text whose
+                    # notification was late (inside another response, held back by a hang)
+                    # or lost is still on it, and may be older than this one.
                     await self._sweep(modem)
-                elif isinstance(event, MessageStored | StatusReportStored):
+                elif isinstance(event, StatusReportStored):
                     stored = await modem.read(event.index)
                     if stored is not None:
                         await self._take(modem, stored)
@@ -428,8 +439,9 @@ class SmsLine(LineReporting):
     async def _sweep(self, modem: Modem) -> None:
         stored = await modem.list_stored()
         # The modem reuses freed slots, so slot order is not arrival order: take texts in
-        # the order the network stamped them, so a conversation reads in order.
-        stored.sort(key=_arrival_order)
+        # the order the network stamped them, then in the order the modem announced them
+        # (texts found without a +CMTI first: theirs was lost, so they waited longest).
+        stored.sort(key=lambda item: _arrival_order(item, self._arrivals.get(item.index, 0)))
         for item in stored:
             await self._take(modem, item)
         self._health.counters["sweeps"] = self._health.counters.get("sweeps", 0) + 1
@@ -444,7 +456,15 @@ class SmsLine(LineReporting):
             if again is not None and again.pdu != pdu_hex and _decodes(again.pdu):
                 pdu_hex = again.pdu
         await self.commit_pdu(pdu_hex)
-        await modem.delete(stored.index)
+        # Forgotten before the delete: once the slot is free the modem may fill it again,
+        # and that text's +CMTI can be handled before this coroutine resumes.
+        arrival = self._arrivals.pop(stored.index, None)
+        try:
+            await modem.delete(stored.index)
+        except BaseException:
+            if arrival is not None:
+                self._arrivals.setdefault(stored.index, arrival)
+            raise
         self._health.counters["inbound_parts"] = self._health.counters.get("inbound_parts", 0) + 1
 
     async def commit_pdu(self, pdu_hex: str) -> str:
@@ -505,18 +525,32 @@ class SmsLine(LineReporting):
             return "message"
         c = d.concat
         group = f"{sender}|{c.bits}|{c.ref}|{c.total}"
-        held = await self.store.fragments.add(
+        # The content is part of a part's identity: two texts that share a reference and a
+        # timestamp second must not pass for re-reads of each other (one would be deleted
+        # from the SIM unstored).
+        held = await self.store.fragments.hold(
             self.id,
             group,
             c.seq,
             c.total,
             text,
-            f"{group}|{c.seq}|{d.timestamp_ms}",
+            f"{group}|{c.seq}|{d.timestamp_ms}|{body_hash}",
             now_ms,
             d.timestamp_ms,
         )
-        if held >= c.total:
-            await self._complete(group, d.sender_type, incomplete=False)
+        if held.count == 0:
+            return "part"
+        if held.variants == 1:
+            if held.count >= c.total:
+                await self._complete(group, d.sender_type, incomplete=False)
+                return "message"
+            return "part"
+        family = await self.store.fragments.family(self.id, group)
+        counts: dict[str, int] = {}
+        for frag in family:
+            counts[frag.group_key] = counts.get(frag.group_key, 0) + 1
+        if all(n >= c.total for n in counts.values()):
+            await self._settle_collision(group, d.sender_type, incomplete=False)
             return "message"
         return "part"
 
@@ -524,6 +558,13 @@ class SmsLine(LineReporting):
         fragments = await self.store.fragments.get(self.id, group)
         if not fragments:
             return
+        message = self._assemble(group, fragments, sender_type, incomplete=incomplete)
+        await self.store.fragments.complete(self.id, group, message)
+        log.info("%s-part SMS from %s stored", message.meta["parts"], mask_number(message.sender))
+
+    def _assemble(
+        self, group: str, fragments: list[Fragment], sender_type: str, *, incomplete: bool
+    ) -> InboundMessage:
         sender, _bits, _ref, total_s = group.rsplit("|", 3)
         total = int(total_s)
         by_index = {f.index: f for f in fragments}
@@ -541,7 +582,7 @@ class SmsLine(LineReporting):
                 f"Part {which} of this {total}-part text never arrived; "
                 "what did arrive is shown."
             )
-        message = InboundMessage(
+        return InboundMessage(
             line_id=self.id,
             conversation=sender,
             sender=sender,
@@ -551,13 +592,75 @@ class SmsLine(LineReporting):
             note=note,
             meta={"sender_type": sender_type, "parts": str(total), "incomplete": str(incomplete)},
         )
-        await self.store.fragments.complete(self.id, group, message)
-        log.info("%d-part SMS from %s stored", total, mask_number(sender))
+
+    async def _settle_collision(self, group: str, sender_type: str, *, incomplete: bool) -> None:
+        """Two or more texts sent parts with the same (sender, reference, part number).
+
+        Their parts are sorted into texts by the service-centre timestamp when that tells
+        them apart: as many distinct timestamps as texts, none with a part number twice.
+        Otherwise a wrong guess would splice two texts together, so all the parts go to
+        quarantine, in the order they arrived, and a person is told.
+        """
+        family = await self.store.fragments.family(self.id, group)
+        if not family:
+            return
+        texts = len({f.group_key for f in family})
+        by_time: dict[int, list[Fragment]] = {}
+        for frag in family:
+            by_time.setdefault(frag.sent_at, []).append(frag)
+        apart = len(by_time) == texts and all(
+            len({f.index for f in frags}) == len(frags) for frags in by_time.values()
+        )
+        messages: list[InboundMessage]
+        if apart:
+            messages = [
+                self._assemble(
+                    group, frags, sender_type,
+                    incomplete=incomplete or len(frags) < family[0].total,
+                )
+                for _, frags in sorted(by_time.items())
+            ]
+        else:
+            sender, _bits, ref, total = group.rsplit("|", 3)
+            digest = hashlib.sha256(
+                "\n".join(sorted(f.dedup_key for f in family)).encode()
+            ).hexdigest()[:32]
+            messages = [
+                InboundMessage(
+                    line_id=self.id,
+                    conversation=sender,
+                    sender=sender,
+                    body=" ".join(f"[part {f.index} of {total}] {f.payload}" for f in family),
+                    sent_at=min(f.sent_at for f in family),
+                    dedup_key=f"collision:{digest}",
+                    kind="quarantine",
+                    note=(
+                        f"{texts} texts from this sender arrived at the same time with the "
+                        f"same part numbers (reference {ref}), so their parts cannot be told "
+                        "apart. Every part is kept, in the order it arrived."
+                    ),
+                    meta={"sender_type": sender_type, "parts": total},
+                )
+            ]
+        await self.store.fragments.complete_family(self.id, group, messages)
+        log.warning(
+            "%d multipart SMS from %s shared a reference; %s",
+            texts, mask_number(family[0].group_key.rsplit("|", 3)[0]),
+            "told apart by timestamp" if apart else "quarantined",
+        )
 
     async def _expire_fragments(self) -> None:
         older_than = int((self._clock() - self.config.multipart_timeout) * 1000)
+        seen: set[str] = set()
         for line_id, group in await self.store.fragments.expired(older_than):
-            if line_id == self.id:
+            base = variant_base(group)
+            if line_id != self.id or base in seen:
+                continue
+            seen.add(base)
+            family = await self.store.fragments.family(self.id, base)
+            if len({f.group_key for f in family}) > 1:
+                await self._settle_collision(base, "unknown", incomplete=True)
+            else:
                 await self._complete(group, "unknown", incomplete=True)
 
     async def _status_report_pdu(self, pdu_hex: str) -> None:
@@ -695,14 +798,15 @@ class _Reopen(Exception):
     """Someone (enter_pin) asked for the modem to be opened afresh."""
 
 
-def _arrival_order(stored: StoredPdu) -> tuple[int, int]:
+def _arrival_order(stored: StoredPdu, announced: int) -> tuple[int, int, int]:
+    # SCTS has whole seconds: texts of one second are told apart by `announced`.
     try:
         decoded = pdus.decode(stored.pdu)
     except pdus.PduError:
-        return (0, stored.index)
+        return (0, announced, stored.index)
     if isinstance(decoded, pdus.Deliver):
-        return (decoded.timestamp_ms, stored.index)
-    return (0, stored.index)
+        return (decoded.timestamp_ms // 1000, announced, stored.index)
+    return (0, announced, stored.index)
 
 
 def _decodes(pdu_hex: str) -> bool:
