@@ -34,6 +34,7 @@ from aiohttp import web
 
 from appliance.line import Line, LineStatus, Severity
 from appliance.log import mask_number
+from appliance.phonenum import is_premium_or_short
 from appliance.store.models import OutboundRequest, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -347,6 +348,10 @@ def make_control_app(
         to, text = body.get("to"), body.get("text")
         if not isinstance(to, str) or not E164_RE.fullmatch(to):
             return _error(400, "The number must be international, like +491701234567.")
+        if is_premium_or_short(to, "ZZ"):
+            # A test text is a test: never one that may cost more than a normal text.
+            return _error(400, "That is a premium-rate, shared-cost or unknown kind of "
+                               "number; Textbridge does not send test texts to it.")
         if not isinstance(text, str) or not text.strip() or len(text) > 480:
             return _error(400, "The message must have 1 to 480 characters.")
         request_id = f"web-test-{uuid.uuid4()}"

@@ -17,8 +17,14 @@ import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType, shortnumberinfo
 
 # Sending to these costs more than a normal text, often a lot more, and is a classic way
-# to run up a bill (a "reply STOP" trap, a premium quiz number).
-_COSTLY_TYPES = frozenset({PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST})
+# to run up a bill (a "reply STOP" trap, a premium quiz number). UNKNOWN is every number
+# the metadata cannot place: a premium range with a digit too many or too few (German 0900
+# numbers have a fixed length, so +49 900 1234567 8 is no valid number, yet a network may
+# still route it), a short code dialled with the country code, a range too new to know.
+# Refusing those is the cheap mistake; sending to them may be the expensive one.
+_COSTLY_TYPES = frozenset(
+    {PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST, PhoneNumberType.UNKNOWN}
+)
 _DIGITS = re.compile(r"[0-9]+")
 # What people type around a number: spaces, dashes, dots, brackets, a slash (DE style).
 _DECORATION = re.compile(r"[\s\-./()\u00a0]")
@@ -92,7 +98,8 @@ def format_display(number: str, home_country: str) -> str:
 
 def is_premium_or_short(number: str, country: str) -> bool:
     """True when sending a text to `number` may cost more than a normal one (premium rate,
-    shared cost, a short code) or cannot reach a person (an alphanumeric name, garbage).
+    shared cost, a short code, a number of no known type) or cannot reach a person (an
+    alphanumeric name, garbage).
 
     The cost guard errs on refusing: a refused text is a notice in the chat, a premium one
     is money gone.
@@ -101,12 +108,9 @@ def is_premium_or_short(number: str, country: str) -> bool:
     if normalized.kind is not NumberKind.E164:
         return True
     parsed = phonenumbers.parse(normalized.value, None)
-    if phonenumbers.number_type(parsed) in _COSTLY_TYPES:
-        return True
-    # Some short codes are also dialable with the country code ("+49 11880").
-    return not phonenumbers.is_valid_number(parsed) and bool(
-        shortnumberinfo.is_possible_short_number(parsed)
-    )
+    # By the number's type, never by its length: number_type() answers UNKNOWN for
+    # anything is_valid_number() rejects, so an invalid number is refused too.
+    return phonenumbers.number_type(parsed) in _COSTLY_TYPES
 
 
 def is_international(number: str, country: str) -> bool:

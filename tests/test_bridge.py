@@ -411,7 +411,7 @@ async def test_daily_cap_and_premium_numbers_are_refused(bridge_stack: BridgeSta
         await _outbox_row(stack, await ben.say(room, f"mine {i}"))
 
     # Texts abroad switched off: a number in another country is refused, visibly.
-    abroad_room, _ = await _portal_with_member(stack, "+447700900123")
+    abroad_room, _ = await _portal_with_member(stack, "+447911123456")
     await ben.join(abroad_room)
     away = await ben.say(abroad_room, "hello London")
     (notice,) = await ben.wait_for(abroad_room, _reply_to(stack.bot, away))

@@ -35,7 +35,8 @@ from appliance.web.ca import CertificateAuthority
 from appliance.web.config import WebSettings
 from tests.plugins.web import forged_peer
 
-OUTSIDER = "203.0.113.9"  # a family phone on WireGuard, far from the home network
+OUTSIDER = "10.100.7.2"  # a family phone on WireGuard, far from home: its tunnel address
+STRANGER = "203.0.113.9"  # someone on the internet
 
 
 @dataclass
@@ -73,8 +74,8 @@ async def proxy_site(
             homeserver_upstream=upstream,
         )
         app = make_app(settings)
-        # Setup is not complete, so the owner's pages answer the home network only; the
-        # Matrix paths must not care.
+        # Setup is not complete, so the owner's pages would want the owner; the Matrix
+        # paths must not care (but they answer the home network and the tunnel only).
         app.middlewares.insert(0, forged_peer(lambda: remote))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -183,6 +184,16 @@ async def test_well_known_client(proxy_site: Any) -> None:
         async with http.get(f"{site.https}/.well-known/matrix/client", ssl=site.client_ssl,
                             headers={"Host": 'evil"host/x'}) as resp:
             assert resp.status == 400
+
+
+async def test_strangers_get_no_matrix_api(proxy_site: Any) -> None:
+    site: ProxySite = await proxy_site("http://127.0.0.1:9", remote=STRANGER)
+    async with aiohttp.ClientSession() as http:
+        for path in ("/_matrix/client/versions", "/_synapse/client/x",
+                     "/.well-known/matrix/client"):
+            async with http.get(f"{site.https}{path}", ssl=site.client_ssl) as resp:
+                assert resp.status == 403, path
+                assert "Set-Cookie" not in resp.headers
 
 
 async def test_cors_preflight_is_answered_without_the_homeserver(proxy_site: Any) -> None:

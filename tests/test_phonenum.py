@@ -103,3 +103,76 @@ def test_international_is_another_country_than_the_lines() -> None:
     assert is_international("+447700900123", "DE")
     assert is_international("+4915112345678", "GB")
     assert not is_international("ACMEBANK", "DE")  # not a number at all: other rules apply
+
+
+# -- the cost guard against every costly range phonenumbers knows (issue 12, item 1) ----
+
+def _costly_examples() -> list[tuple[str, str, str]]:
+    import phonenumbers
+    from phonenumbers import PhoneNumberFormat, PhoneNumberType
+
+    out = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is not None:
+                e164 = phonenumbers.format_number(example, PhoneNumberFormat.E164)
+                name = "premium" if kind == PhoneNumberType.PREMIUM_RATE else "shared"
+                out.append((region, name, e164))
+    return out
+
+
+COSTLY_EXAMPLES = _costly_examples()
+
+
+def test_phonenumbers_ships_costly_examples() -> None:
+    # The parametrised tests below are only worth something if there are many of them.
+    assert len(COSTLY_EXAMPLES) > 150
+    assert ("DE", "premium", "+499001234567") in COSTLY_EXAMPLES
+
+
+@pytest.mark.parametrize(("region", "kind", "e164"), COSTLY_EXAMPLES)
+def test_every_regions_costly_example_is_blocked(region: str, kind: str, e164: str) -> None:
+    assert is_premium_or_short(e164, region)
+    # Whatever the line's home country: the number is spelled internationally.
+    assert is_premium_or_short(e164, "DE")
+    assert is_premium_or_short(e164, "US")
+
+
+def _variants(e164: str) -> list[str]:
+    """The number with up to three digits cut off or added: a premium range reached with a
+    digit too many or too few is still routed by many networks."""
+    out = []
+    for cut in (1, 2, 3):
+        if len(e164) - cut > 4:
+            out.append(e164[:-cut])
+    for extra in ("0", "5", "00", "78", "123"):
+        out.append(e164 + extra)
+    return out
+
+
+@pytest.mark.parametrize(("region", "kind", "e164"), COSTLY_EXAMPLES)
+def test_length_variants_of_costly_examples_are_blocked(
+    region: str, kind: str, e164: str
+) -> None:
+    import phonenumbers
+    from phonenumbers import PhoneNumberType
+
+    ordinary = {PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE,
+                PhoneNumberType.FIXED_LINE_OR_MOBILE}
+    for variant in _variants(e164):
+        parsed = phonenumbers.parse(variant, None)
+        if phonenumbers.is_valid_number(parsed) and phonenumbers.number_type(parsed) in ordinary:
+            # A few cut-off premium numbers are someone's landline or mobile in the
+            # metadata (Irish 1520 1234 is a Dublin number): those are ordinary texts.
+            continue
+        assert is_premium_or_short(variant, region), variant
+
+
+@pytest.mark.parametrize(
+    "number", ["+4990012345678", "+49900123456789", "+49900123456", "+4990012345",
+               "0900 12345678", "0900 123456789", "+49 900 1234567 8", "004990012345678"],
+)
+def test_german_0900_of_any_length_is_blocked(number: str) -> None:
+    # The reported bypass: one digit more than the valid 0900 length got through.
+    assert is_premium_or_short(number, "DE")

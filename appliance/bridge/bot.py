@@ -13,7 +13,7 @@ from mautrix.types import RoomCreatePreset, RoomID, UserID
 
 from appliance.bridge import contacts
 from appliance.bridge.config import LineConfig
-from appliance.phonenum import NumberKind, format_display, normalize
+from appliance.phonenum import NumberKind, format_display, is_premium_or_short, normalize
 from appliance.store.models import OutboxState
 
 if TYPE_CHECKING:
@@ -181,6 +181,19 @@ class Bot:
                 room_id,
                 f"{raw} is not a phone number I can text"
                 f"{' (it is a short code)' if number.kind is NumberKind.SHORT else ''}.",
+                event_id,
+            )
+            return
+        if self.bridge.config.caps.block_premium and is_premium_or_short(
+            number.value, line.home_country
+        ):
+            # Said now, before a room exists whose every text would be refused.
+            await self.reply(
+                room_id,
+                f"{format_display(number.value, line.home_country)} is a premium-rate, "
+                "shared-cost or unknown kind of number, and texting it can cost a lot, so "
+                "Textbridge blocks it. No chat was opened. The owner can turn this off in "
+                "the dashboard (Family, Block premium-rate numbers).",
                 event_id,
             )
             return

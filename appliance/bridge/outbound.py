@@ -268,8 +268,9 @@ class Outbound:
             portal.conversation, line.home_country
         ):
             return (
-                f"Not sent: {portal.conversation} is a premium-rate, shared-cost or short "
-                "number, and texting it can cost a lot. Textbridge blocks such numbers."
+                f"Not sent: {portal.conversation} is a premium-rate, shared-cost, short or "
+                "unknown kind of number, and texting it can cost a lot. Textbridge blocks "
+                "such numbers."
             )
         if not self.bridge.config.caps.international_allowed and is_international(
             portal.conversation, line.home_country

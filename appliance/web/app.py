@@ -26,7 +26,7 @@ from appliance.web.tls import Certificates
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MAX_UPLOAD = 64 * 1024 * 1024
+# What any request may send; only the owner's upload pages take more (guard.UPLOAD_LIMITS).
 SMALL_BODY = 64 * 1024
 
 # Stated once: pages may load only their own CSS and script, never run inline code, and
@@ -51,6 +51,26 @@ class Web:
     # Two people pressing "Create my account" at once must not both become the owner.
     owner_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _homeserver: HomeserverAdapter | None = None
+
+    def login_wait(self, source: str, account: str) -> float:
+        """Seconds before this source may try this account's password again.
+
+        The source's own count comes first. The account's count (failures from every
+        source) holds only a source that has used up its own free tries too: so someone
+        guessing from elsewhere never locks out the owner typing the password right, and
+        spreading guesses over many addresses still buys only a few per address."""
+        wait = self.by_source.wait(source)
+        if self.by_source.failures(source) >= self.by_source.free:
+            wait = max(wait, self.by_account.wait(account))
+        return wait
+
+    def login_failed(self, source: str, account: str) -> None:
+        self.by_source.failed(source)
+        self.by_account.failed(account)
+
+    def login_succeeded(self, source: str, account: str) -> None:
+        self.by_source.succeeded(source)
+        self.by_account.succeeded(account)
 
     def homeserver(self) -> HomeserverAdapter | None:
         """None while the homeserver cannot be reached through its adapter yet (e.g. its
@@ -217,10 +237,7 @@ def _set_cookie(request: web.Request, response: web.StreamResponse) -> None:
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in ("GET", "HEAD", "OPTIONS"):
-        # Only the owner uploads large files (backups, contacts): nobody else may make the
-        # box read megabytes before being turned away.
-        if (request.content_length or 0) > SMALL_BODY and not is_owner(request):
-            return plain_error(request, 403, "Please log in", "Log in to upload files.")
+        # The body was capped while it streamed in (guard.body_limit_middleware).
         token: str | None = request.headers.get("X-CSRF-Token")
         if token is None and request.content_type in (
             "application/x-www-form-urlencoded",
@@ -281,9 +298,9 @@ async def login_submit(request: web.Request) -> web.Response:
     username = str(form.get("username", ""))[:128].strip().lower()
     password = str(form.get("password", ""))[:validate.MAX_PASSWORD + 1]
     nxt = safe_next(str(form.get("next", "/")))
-    source = f"ip:{client_address(request)}"
+    source = security.source_key(client_address(request))
     account = f"user:{username}"
-    wait = max(w.by_source.wait(source), w.by_account.wait(account))
+    wait = w.login_wait(source, account)
     if wait > 0:
         return render(
             request,
@@ -302,8 +319,7 @@ async def login_submit(request: web.Request) -> web.Response:
         await burn_verify(password)
         ok = False
     if not ok:
-        w.by_source.failed(source)
-        w.by_account.failed(account)
+        w.login_failed(source, account)
         return render(
             request,
             "login.html",
@@ -312,8 +328,7 @@ async def login_submit(request: web.Request) -> web.Response:
             values={"username": username},
             errors={"form": "Wrong username or password."},
         )
-    w.by_source.succeeded(source)
-    w.by_account.succeeded(account)
+    w.login_succeeded(source, account)
     replace_session(request, w.sessions.rotate(session_of(request), owner["username"]))
     raise web.HTTPSeeOther(nxt)
 
@@ -345,7 +360,7 @@ def make_templates() -> jinja2.Environment:
 
 
 def make_app(settings: WebSettings) -> web.Application:
-    from appliance.web import acme, dashboard, matrix_proxy, remote, secure, wizard
+    from appliance.web import acme, dashboard, guard, matrix_proxy, remote, secure, wizard
 
     state = WebState(settings)
     holder: list[Web] = []
@@ -381,11 +396,15 @@ def make_app(settings: WebSettings) -> web.Application:
     )
     holder.append(w)
     app = web.Application(
-        client_max_size=MAX_UPLOAD,
+        client_max_size=SMALL_BODY,
         middlewares=[
             # The ACME CA checks the domain from the internet, also before setup is done,
             # when everything else answers only the home network: it goes ahead of all.
             acme.challenge_middleware(tls.challenges),
+            # Then nobody but the home network and the tunnel, and no large body but the
+            # owner's uploads (docs/web.md, "Security model").
+            guard.source_middleware,
+            guard.body_limit_middleware,
             # Then the Matrix paths (HTTPS only) skip the owner pages' middlewares below.
             matrix_proxy.middleware,
             headers_middleware,

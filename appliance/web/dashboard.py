@@ -14,8 +14,9 @@ from aiohttp import web
 
 from appliance.control_client import ControlError, ControlUnavailable
 from appliance.homeserver.base import HomeserverError, UserNotFound
-from appliance.web import backup, family, logs, plots, remote, sim, validate
+from appliance.web import backup, family, logs, plots, remote, security, sim, validate
 from appliance.web.app import (
+    client_address,
     get_web,
     plain_error,
     render,
@@ -411,17 +412,18 @@ async def account_post(request: web.Request) -> web.Response:
     new = str(form.get("password", ""))[:2000]
     again = str(form.get("password2", ""))[:2000]
     key = f"user:{owner['username']}"
+    source = security.source_key(client_address(request))
     errors: dict[str, str] = {}
     # The current password is a login by another door: the same throttle applies, so a
     # borrowed unlocked session cannot be used to guess it.
-    wait = w.by_account.wait(key)
+    wait = w.login_wait(source, key)
     if wait > 0:
         errors["current"] = f"Too many wrong tries. Please wait {int(wait) + 1} seconds."
     elif not await verify_password(owner["password_hash"], current):
-        w.by_account.failed(key)
+        w.login_failed(source, key)
         errors["current"] = "That is not your current password."
     else:
-        w.by_account.succeeded(key)
+        w.login_succeeded(source, key)
         try:
             validate.new_password(new, again, user=owner["username"])
         except validate.Invalid as exc:

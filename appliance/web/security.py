@@ -128,6 +128,20 @@ def csrf_ok(session: Session | None, token: str | None) -> bool:
     return hmac.compare_digest(session.csrf.encode(), token.encode())
 
 
+def source_key(address: str | None) -> str:
+    """Whom the login throttle counts: an IPv4 address, or an IPv6 /64, because one device
+    can take any number of addresses inside its /64 but not outside it."""
+    try:
+        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+    except ValueError:
+        return f"ip:{address}"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"ip:{ip.ipv4_mapped}"
+        return f"ip:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+    return f"ip:{ip}"
+
+
 class Throttle:
     """Failed logins per key (a source address, a username): the first few are free, then
     every further failure doubles the wait before the next attempt is even checked."""
@@ -150,6 +164,13 @@ class Throttle:
         """Seconds until `key` may try again (0 when it may now)."""
         _, until = self._failures.get(key, (0, 0.0))
         return max(0.0, until - self._clock())
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    def failures(self, key: str) -> int:
+        return self._failures.get(key, (0, 0.0))[0]
 
     def failed(self, key: str) -> None:
         count, _ = self._failures.get(key, (0, 0.0))
