@@ -128,6 +128,10 @@ class Faults:
     share_without_preview: bool = False
     # MMS parts whose file is gone (`content read` fails with FileNotFoundException).
     missing_parts: set[int] = field(default_factory=set)
+    # Messages keeps its RCS conversations out of the telephony provider's threads table
+    # (whether it writes them there is for the HIL test to find out): an RCS group's
+    # members cannot be read from ADB then.
+    rcs_threads_hidden: bool = False
 
 
 class SimPhone:
@@ -307,6 +311,36 @@ class SimPhone:
                 if conv.members == tuple(members) and conv.title == title:
                     return conv
         return None
+
+    def telephony_threads(
+        self,
+    ) -> tuple[list[dict[str, str | int | None]], list[dict[str, str | int | None]]]:
+        """The telephony provider's view of the conversations (MmsSmsProvider): the threads
+        table (`content://mms-sms/conversations?simple=true`), whose recipient_ids name
+        rows of canonical_addresses (`content://mms-sms/canonical-addresses`). A thread
+        lists the other people only, never the phone's own number."""
+        with self.lock:
+            addresses: dict[str, int] = {}
+            threads: list[dict[str, str | int | None]] = []
+            for conv in self.conversations:
+                if conv.rcs and self.faults.rcs_threads_hidden:
+                    continue
+                ids = [addresses.setdefault(m, len(addresses) + 1) for m in conv.members]
+                last = conv.history[-1] if conv.history else None
+                threads.append(
+                    {
+                        "_id": conv.thread,
+                        "date": last.time if last else 0,
+                        "message_count": len(conv.history),
+                        "recipient_ids": " ".join(str(i) for i in ids),
+                        "snippet": last.text if last else None,
+                        "read": 0 if conv.unread else 1,
+                    }
+                )
+            canonical: list[dict[str, str | int | None]] = [
+                {"_id": i, "address": a} for a, i in addresses.items()
+            ]
+            return threads, canonical
 
     def _conversation(self, members: tuple[str, ...], title: str | None, rcs: bool) -> Conversation:
         for conv in self.conversations:

@@ -347,6 +347,15 @@ class Shell:
         uri = opts.get("--uri", "")
         if p.faults.provider_denied:
             return formats.PROVIDER_DENIED, False
+        if uri in (
+            "content://mms-sms/conversations?simple=true",
+            "content://mms-sms/canonical-addresses",
+        ):
+            threads, canonical = p.telephony_threads()
+            table = threads if "conversations" in uri else canonical
+            columns = opts.get("--projection", "")
+            wanted = columns.split(":") if columns else list(table[0] if table else [])
+            return formats.query_rows(table, wanted), True
         if uri.startswith("content://mms"):
             return self._mms_query(uri, opts)
         if uri == "content://media/external/file":
