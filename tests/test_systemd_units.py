@@ -196,6 +196,11 @@ def test_bridge_is_notify_with_watchdog() -> None:
     assert "dialout" in service["SupplementaryGroups"][-1].split()
 
 
+def test_web_may_read_the_journal_for_its_log_page() -> None:
+    service = parse(UNITS / "textbridge-web.service")["Service"]
+    assert "systemd-journal" in service["SupplementaryGroups"][-1].split()
+
+
 def test_wireguard_apply_is_oneshot_with_net_admin_only() -> None:
     service = parse(UNITS / "textbridge-wireguard.service")["Service"]
     assert service["Type"] == ["oneshot"]
