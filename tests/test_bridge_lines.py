@@ -433,3 +433,31 @@ async def test_texts_keep_their_order_when_the_phone_comes_back(two_lines: TwoLi
     third = await anna.say(room, "Drei")
     await until(lambda: f"{name}: Drei" in t.phone_sent(), 30, "through the phone")
     assert (await t.row(third)).request.line_id == "phone"
+
+
+async def test_a_new_number_gets_one_short_notice_before_its_first_text(
+    two_lines: TwoLines,
+) -> None:
+    """A new number's first text, through the line that is not first in the room (the
+    modem): one notice before the text (SMS is not end-to-end encrypted), not three (that,
+    "This chat goes through…" and "Received as SMS…"). The route is in the topic; a
+    change of line later is still said."""
+    t, stack = two_lines, two_lines.stack
+    t.sim.network.deliver(NUMBER, "Erste SMS")
+    room = await stack.portal_room(NUMBER, "modem", timeout=30)
+    anna = stack.client(stack.owner)
+    await anna.join(room)
+    ghost = stack.ghost(NUMBER)
+    await anna.wait_for(room, texts(ghost, "Erste SMS"), timeout=30)
+    timeline = await anna.messages(room)
+    first = next(i for i, e in enumerate(timeline) if texts(ghost, "Erste SMS")(e))
+    before = [e["content"]["body"] for e in timeline[:first] if notices(stack.bot)(e)]
+    assert len(before) == 1, before
+    assert "not end-to-end encrypted" in before[0]
+    assert "Route: auto" in (await room_state(anna, room, "m.room.topic"))["topic"]
+
+    t.device.phone.receive(NUMBER, "Jetzt per RCS")
+    await anna.wait_for(room, texts(ghost, "Jetzt per RCS"), timeout=30)
+    assert await anna.wait_for(room, says(stack, "Received through the phone (line phone)"))
+    bot_notices = [e for e in await anna.messages(room) if notices(stack.bot)(e)]
+    assert len(bot_notices) == 2, [e["content"]["body"] for e in bot_notices]

@@ -245,6 +245,11 @@ def test_only_tuwunel_gets_the_sd_notify_watchdog(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "Unknown key" not in output and "Invalid" not in output, output
 
 
+def test_web_may_read_the_journal_for_its_log_page() -> None:
+    service = parse(UNITS / "textbridge-web.service")["Service"]
+    assert "systemd-journal" in service["SupplementaryGroups"][-1].split()
+
+
 def test_wireguard_apply_is_oneshot_with_net_admin_only() -> None:
     service = parse(UNITS / "textbridge-wireguard.service")["Service"]
     assert service["Type"] == ["oneshot"]

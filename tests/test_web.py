@@ -23,6 +23,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from appliance.phonenum import format_display
 from appliance.web import backup, logs, plots
 from appliance.web.ca import CertificateAuthority
 from appliance.web.state import WebState
@@ -792,7 +793,9 @@ async def test_dashboard_shows_status_and_charts(web_factory: Any, control_stack
     status, text = await c.page("/")
     assert status == 200
     assert "Textbridge Mobile" in text and "GB free" in text
-    assert "Signal strength of modem" in text and "<svg" in text
+    # The line as a person knows it: the modem and its SIM's number.
+    number = format_display(control_stack.sim.own_number, "DE")
+    assert f"Signal strength of Modem, SIM {number}" in text and "<svg" in text
     assert "Running with problems" not in text
     control_stack.health = {"ok": False, "homeserver_reachable": False,
                             "setup_error": "M_FORBIDDEN <b>x</b>"}

@@ -13,6 +13,7 @@ from mautrix.types import RoomCreatePreset, RoomID, UserID
 
 from appliance.bridge import contacts
 from appliance.bridge.config import LineConfig
+from appliance.line import display_name
 from appliance.phonenum import NumberKind, format_display, is_premium_or_short, normalize
 from appliance.store.models import OutboxState
 
@@ -128,12 +129,18 @@ class Bot:
             return "You are not on any line yet; the owner can add you in the Textbridge setup."
         out = ["Your lines:"]
         for line in mine:
-            transport = self.bridge.lines.get(line.id)
-            own = transport.status().own_number if transport is not None else None
-            number = f" ({format_display(own, line.home_country)})" if own else ""
-            people = ", ".join(line.everyone)
-            out.append(f"• {line.id}{number}, {line.kind}; members: {people}")
+            out.append(f"• {self._name(line)}; members: {', '.join(line.everyone)}")
         return "\n".join(out)
+
+    def _name(self, line: LineConfig) -> str:
+        """"Modem, SIM +49 151 0000001 (line sms)": the name a person knows, and the id
+        that `!line` and `new` take."""
+        transport = self.bridge.lines.get(line.id)
+        if transport is not None:
+            name = display_name(transport.status())
+        else:
+            name = "Phone" if line.kind == "phone" else "Modem"
+        return f"{name} (line {line.id})"
 
     def _status(self, user: str) -> str:
         mine = self.lines_of(user)
@@ -146,7 +153,7 @@ class Bot:
                 out.append(f"Line {line.id}: not running.")
                 continue
             s = transport.status()
-            parts = [f"Line {line.id}: {s.state}. {s.summary}"]
+            parts = [f"{self._name(line)}: {s.state}. {s.summary}"]
             if s.operator:
                 parts.append(f"Operator: {s.operator}.")
             if s.signal_percent is not None:

@@ -98,6 +98,8 @@ class Portals:
         portal = await self.bridge.db.portal(line.id, conversation)
         if portal is None and not group:
             portal = await self.bridge.router.shared_room(line, conversation)
+        # A new room says one thing (its first notice); its route is in the topic.
+        new = portal is None
         if portal is None:
             room_id = await self._create(line, conversation, group=group, meta=meta or {})
             await self.bridge.db.add_portal(
@@ -113,7 +115,7 @@ class Portals:
             )
         if portal.kind == "dm":
             # One room per person: other lines that reach this number share it.
-            await self.bridge.router.link(portal)
+            await self.bridge.router.link(portal, announce=not new)
         return portal
 
     async def people(self, line: LineConfig, portal: Portal) -> list[str]:
