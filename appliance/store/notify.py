@@ -22,8 +22,18 @@ class Notifier:
         self._event = asyncio.Event()
         self.version = 0
         self._probe: Callable[[], Awaitable[bool]] | None = None
+        self._ring: Callable[[], None] | None = None
 
     def notify(self) -> None:
+        """A commit of this process: wakes its waiters and rings the store's doorbell."""
+        self._wake_waiters()
+        if self._ring is not None:
+            self._ring()
+
+    def _set_ring(self, ring: Callable[[], None] | None) -> None:
+        self._ring = ring
+
+    def _wake_waiters(self) -> None:
         self.version += 1
         # Swap in a fresh event so waiters that arrive later wait for the next commit.
         event, self._event = self._event, asyncio.Event()
@@ -54,5 +64,5 @@ class Notifier:
                 await asyncio.wait_for(event.wait(), step)
                 return True
             if self._probe is not None and await self._probe():
-                self.notify()
+                self._wake_waiters()
                 return True
