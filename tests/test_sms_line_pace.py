@@ -92,31 +92,3 @@ async def test_a_text_queued_by_another_process_wakes_the_line(
                    timeout=60)
     await until(lambda: _all_sent(store, 1), 30, "the CLI's text sent")
     assert [p.text for p in sim.network.sent] == ["from the CLI"]
-
-
-async def test_the_doorbell_socket_is_gone_after_stop_and_a_stale_one_is_replaced(
-    tmp_path: Path,
-) -> None:
-    """A listener that was killed leaves its socket file; the next one takes it over, and a
-    clean stop removes it."""
-    path = tmp_path / "textbridge.db"
-    first = await Store.open(path)
-    first.doorbell.subscribe(lambda: None)
-    sock_file = tmp_path / "textbridge.db-wake"
-    assert sock_file.exists()
-    # As if the process died: the socket closes, its file stays.
-    assert first.doorbell._listener is not None
-    first.doorbell._listener.close()
-    second = await Store.open(path)
-    rings: list[int] = []
-    second.doorbell.subscribe(lambda: rings.append(1))
-    assert second.doorbell.listening
-    writer = await Store.open(path)
-    await writer.outbox.enqueue(OutboundRequest("y", "sms", DEST, "hi", "@m:t"), 1)
-    await until(lambda: rings, 10, "a ring")
-    second.doorbell.unsubscribe(second.doorbell._callbacks[0])
-    assert not sock_file.exists()
-    for s in (writer, second):
-        await s.close()
-    first.doorbell._listener = None
-    await first.close()

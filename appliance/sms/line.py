@@ -660,6 +660,7 @@ class SmsLine(LineReporting):
             # The bridge handed it to another line (or it was cancelled) meanwhile.
             log.info("outbox row %d is no longer this line's to send", row.id)
             return False
+        todo = [i for i in range(len(parts)) if i not in already]
         for index, part in enumerate(parts):
             if index in already:
                 continue
@@ -688,8 +689,12 @@ class SmsLine(LineReporting):
                 )
                 self._record_error(f"Sending stopped half-way: {exc}.")
                 raise
-            await self.store.outbox.mark_part_sent(row.id, index, reference)
-        await self.store.outbox.mark_sent(row.id)
+            # The last part's reference and the row's SENT go in one commit.
+            await self.store.outbox.mark_part_sent(
+                row.id, index, reference, last=index == todo[-1]
+            )
+        if not todo:
+            await self.store.outbox.mark_sent(row.id)
         self._health.counters["sent"] = self._health.counters.get("sent", 0) + 1
         log.info("SMS to %s sent in %d part(s)", mask_number(dest), len(parts))
         return True

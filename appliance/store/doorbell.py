@@ -27,7 +27,11 @@ SUFFIX = "-wake"
 
 
 class Doorbell:
-    def __init__(self, db_path: Path) -> None:
+    """`on_ring` hears every ring while this process listens, beside the subscribers (the
+    store's change notifier, so its waiters need not poll for other processes' commits)."""
+
+    def __init__(self, db_path: Path, on_ring: Callable[[], None] | None = None) -> None:
+        self._on_ring_always = on_ring
         self.name = db_path.name + SUFFIX
         self._dir_fd = os.open(db_path.parent, os.O_PATH | os.O_DIRECTORY)
         self._address = f"/proc/self/fd/{self._dir_fd}/{self.name}"
@@ -113,7 +117,10 @@ class Doorbell:
         with contextlib.suppress(OSError):
             while sock.recv(64):
                 pass
-        for callback in list(self._callbacks):
+        callbacks = list(self._callbacks)
+        if self._on_ring_always is not None:
+            callbacks.append(self._on_ring_always)
+        for callback in callbacks:
             try:
                 callback()
             except Exception:

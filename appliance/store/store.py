@@ -29,8 +29,9 @@ class Store:
         # Files of outbox rows, in `<db name>-files/` next to the database.
         self.attachments = Attachments(path.with_name(path.name + "-files"))
         # Lines subscribe to hear another process's commits (see store/doorbell.py).
-        self.doorbell = Doorbell(path)
+        self.doorbell = Doorbell(path, on_ring=self.changed._wake_waiters)
         self.changed._set_ring(self.doorbell.ring)
+        self.changed._set_rung(lambda: self.doorbell.listening)
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], clock: Clock | None = None) -> Store:
