@@ -17,10 +17,9 @@ pytest_plugins = sorted(
 # another. A module whose tests share a module-scoped fixture (a Synapse with the bridge's
 # registration, pebble) is one group, so the fixture starts once, as in a serial run, and the
 # homeserver sees the same order of bridges coming and going. Also kept together: network
-# namespace tests (they share /var/run/wireguard and the
-# host's routing tools), the crash loops (they kill processes on a timer and need the CPU
-# they measure), and the image boots. The groups come from markers and modules, so new tests
-# join them without naming a group themselves.
+# namespace tests (they share /var/run/wireguard and the host's routing tools), the crash
+# loops (they kill processes on a timer), and the image boots. The groups come from markers
+# and modules, so new tests join them without naming a group themselves.
 _SERIAL_MARKERS = ("netns", "image")
 _SERIAL_MODULES = ("tests.test_crash",)
 
@@ -43,3 +42,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             group = module
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike
+        # The longest first (the crash loops, the outage tests): started last they would
+        # end last, alone on one worker, while the others sit idle.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
