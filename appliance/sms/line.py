@@ -71,6 +71,9 @@ ModemFactory = Callable[..., Modem]
 MAX_RETRY_DELAY = 3600.0
 # How long to wait after a fault before trying the modem again.
 REOPEN_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+# The sender sleeps until woken (a text queued, in this process or through the store's
+# doorbell) or a retry it scheduled comes due; this slow look is only a safety net.
+IDLE_LOOK_S = 5.0
 
 
 @dataclass
@@ -127,6 +130,7 @@ class SmsLine(LineReporting):
         # only that tells which text came first (the modem reuses freed slots).
         self._arrivals: dict[int, int] = {}
         self._arrival_count = 0
+        self._retry_at: float | None = None
 
     # -- Line protocol -------------------------------------------------------------------
 
@@ -140,9 +144,12 @@ class SmsLine(LineReporting):
             asyncio.create_task(self._sender(), name=f"{self.id}-sender"),
             asyncio.create_task(self._housekeeping(), name=f"{self.id}-housekeeping"),
         ]
+        # Texts queued by another process (the CLI, a test) wake the sender at once.
+        self.store.doorbell.subscribe(self.wake)
 
     async def stop(self) -> None:
         self._stopping = True
+        self.store.doorbell.unsubscribe(self.wake)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -689,14 +696,17 @@ class SmsLine(LineReporting):
     async def _sender(self) -> None:
         while True:
             await self._ready.wait()
-            now_ms = int(self._clock() * 1000)
-            rows = await self.store.outbox.ready(self.id, now_ms)
+            # Cleared before the look, so a text queued while this pass sends is not missed.
+            self._wake.clear()
+            now = self._clock()
+            rows = await self.store.outbox.ready(self.id, int(now * 1000))
             self._queue_depth = len(rows)
+            progressed = False
             for row in rows:
                 if self._stopping or not self._ready.is_set():
                     break
                 try:
-                    await self._send(row)
+                    progressed = await self._send(row) or progressed
                 except ModemError as exc:
                     # The row is already marked (retry or ambiguous); the modem needs the
                     # recovery ladder before anything else is sent.
@@ -704,15 +714,33 @@ class SmsLine(LineReporting):
                     self._ready.clear()
                     self._reopen_now.set()
                     break
-            self._wake.clear()
+            if progressed:
+                # Each conversation's next text may go now: the modem has confirmed the one
+                # before it, and that is the only pace a backlog needs.
+                continue
             with contextlib.suppress(TimeoutError):
-                # A retry comes due without anyone waking us: look again at least this often.
-                await asyncio.wait_for(self._wake.wait(), 1.0 if rows else 5.0)
+                await asyncio.wait_for(self._wake.wait(), self._idle_wait(now))
 
-    async def _send(self, row: OutboxRow) -> None:
+    def _idle_wait(self, now: float) -> float:
+        """Until the earliest retry this line scheduled; else a slow look for rows nobody
+        woke us for (a retry due from an earlier run of the process)."""
+        wait = IDLE_LOOK_S
+        if self._retry_at is not None:
+            wait = min(wait, max(0.0, self._retry_at - now))
+            if self._retry_at <= now:
+                self._retry_at = None
+        return wait
+
+    def _retry_in(self, delay: float) -> None:
+        at = self._clock() + delay
+        if self._retry_at is None or at < self._retry_at:
+            self._retry_at = at
+
+    async def _send(self, row: OutboxRow) -> bool:
+        """Send one row; True if it left the queue or moved on (sent, failed, retry)."""
         modem = self._modem
         if modem is None:
-            return
+            return False
         req = row.request
         dest = req.conversation
         try:
@@ -727,14 +755,15 @@ class SmsLine(LineReporting):
             await self.store.outbox.mark_failed(
                 row.id, f"This can't be sent as a text message: {exc}."
             )
-            return
+            return True
         already = {p.index for p in row.parts if p.state != PartState.PENDING}
         try:
             await self.store.outbox.mark_sending(row.id, line_id=self.id)
         except StoreStateError:
             # The bridge handed it to another line (or it was cancelled) meanwhile.
             log.info("outbox row %d is no longer this line's to send", row.id)
-            return
+            return False
+        todo = [i for i in range(len(parts)) if i not in already]
         for index, part in enumerate(parts):
             if index in already:
                 continue
@@ -742,13 +771,14 @@ class SmsLine(LineReporting):
                 reference = await modem.send_pdu(part)
             except CmsError as exc:
                 await self._send_failed(row, exc)
-                return
+                return True
             except PromptTimeout as exc:
                 # No "> " prompt, so the PDU was never written: safe to try again later.
                 await self.store.outbox.mark_retry(
                     row.id, "The modem did not accept the text just now; trying again.",
                     self.config.retry_delay,
                 )
+                self._retry_in(self.config.retry_delay)
                 self._record_error(f"The modem did not take a text ({exc}).")
                 raise
             except ModemError as exc:
@@ -762,10 +792,15 @@ class SmsLine(LineReporting):
                 )
                 self._record_error(f"Sending stopped half-way: {exc}.")
                 raise
-            await self.store.outbox.mark_part_sent(row.id, index, reference)
-        await self.store.outbox.mark_sent(row.id)
+            # The last part's reference and the row's SENT go in one commit.
+            await self.store.outbox.mark_part_sent(
+                row.id, index, reference, last=index == todo[-1]
+            )
+        if not todo:
+            await self.store.outbox.mark_sent(row.id)
         self._health.counters["sent"] = self._health.counters.get("sent", 0) + 1
         log.info("SMS to %s sent in %d part(s)", mask_number(dest), len(parts))
+        return True
 
     async def _send_failed(self, row: OutboxRow, exc: CmsError) -> None:
         attempts = row.attempts + 1
@@ -774,6 +809,7 @@ class SmsLine(LineReporting):
             await self.store.outbox.mark_retry(
                 row.id, f"{exc.reason} Trying again in {_human_seconds(delay)}.", delay
             )
+            self._retry_in(delay)
             return
         reason = exc.reason
         if exc.retryable:
