@@ -19,7 +19,7 @@ from appliance.homeserver.base import (
     LoginFailed,
     UserExists,
 )
-from appliance.web import family, sim, validate
+from appliance.web import family, owner_reset, sim, validate
 from appliance.web.app import (
     get_web,
     is_owner,
@@ -210,7 +210,12 @@ async def _submit_owner(request: web.Request) -> web.Response:
             # A retry after a crash between creating the account and saving it here: the
             # right password proves it is the same person's account.
             try:
-                await hs.login(values["username"], password)
+                if w.state.setup().get(owner_reset.RESET_KEY) == values["username"]:
+                    # The owner reset from the boot partition (owner_reset.py): physical
+                    # access proved it is theirs, so the account gets the new password.
+                    await hs.set_password(values["username"], password)
+                else:
+                    await hs.login(values["username"], password)
             except LoginFailed:
                 errors["username"] = "This username is already taken. Please pick another."
                 return again_page()
@@ -235,6 +240,7 @@ async def _submit_owner(request: web.Request) -> web.Response:
                    added_at=time.time())
         )
         w.state.mark_done(1)
+        w.state.forget_owner_reset()
     replace_session(request, w.sessions.rotate(session_of(request), values["username"]))
     raise web.HTTPSeeOther("/setup/2")
 
