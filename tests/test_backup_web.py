@@ -1,0 +1,79 @@
+"""Issue 12.4 through the dashboard: a restore with a malformed owner.json, encrypted with
+the right passphrase, is refused and the owner can still log in; a good one is written 0600
+whatever mode the archive gave its files."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import tarfile
+from typing import Any
+
+import aiohttp
+
+from appliance.web import backup
+from tests.plugins.web import OWNER, OWNER_PASSWORD, complete_setup
+
+PHRASE = "a very long phrase"
+
+
+def archive(files: dict[str, bytes], mode: int = 0o644) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            tar.addfile(info, io.BytesIO(data))
+    return backup.encrypt(buf.getvalue(), PHRASE)
+
+
+async def _restore(c: Any, blob: bytes) -> aiohttp.ClientResponse:
+    token = await c.csrf("/backup")
+    form = aiohttp.FormData()
+    form.add_field("csrf", token)
+    form.add_field("passphrase", PHRASE)
+    form.add_field("file", blob, filename="b.tbbackup")
+    resp: aiohttp.ClientResponse = await c.client.post("/backup/restore", data=form,
+                                                       allow_redirects=False)
+    return resp
+
+
+async def test_malformed_owner_json_is_refused_and_the_owner_keeps_access(
+    web_factory: Any,
+) -> None:
+    c = await web_factory()
+    complete_setup(c.settings)
+    await c.login()
+    state_dir = c.settings.state_dir
+    before = {p.name: p.read_bytes() for p in state_dir.iterdir() if p.is_file()}
+    for owner in (b'{"username": "owner"',  # cut off
+                  b'{"name": "X", "username": "owner", "mxid": "@owner:t"}',  # no hash
+                  json.dumps({"name": "X", "username": "owner", "mxid": "@owner:t",
+                              "password_hash": "plain"}).encode()):
+        resp = await _restore(c, archive({"owner.json": owner}))
+        assert resp.status == 400
+        assert "owner.json is not valid" in await resp.text()
+        after = {p.name: p.read_bytes() for p in state_dir.iterdir() if p.is_file()}
+        assert after == before
+    # Still logged in, and a new login works too.
+    assert (await c.client.get("/", allow_redirects=False)).status == 200
+    await c.client.post("/logout", data={"csrf": await c.csrf("/")})
+    status, text, _ = await c.submit(
+        "/login", "/login", {"username": OWNER, "password": OWNER_PASSWORD, "next": "/"}
+    )
+    assert status == 303, text
+
+
+async def test_restored_files_are_private_whatever_the_archive_says(web_factory: Any) -> None:
+    c = await web_factory()
+    complete_setup(c.settings)
+    await c.login()
+    policy = json.dumps({"default_daily_cap": 7}).encode()
+    resp = await _restore(c, archive({"policy.json": policy, "contacts.vcf": b"BEGIN:VCARD"}))
+    assert resp.status == 303
+    for name in ("policy.json", "contacts.vcf", "owner.json"):
+        path = c.settings.state_dir / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+    assert json.loads((c.settings.state_dir / "policy.json").read_text())["default_daily_cap"] == 7
