@@ -11,6 +11,7 @@ import tarfile
 from typing import Any
 
 import aiohttp
+import pytest
 
 from appliance.web import backup
 from tests.plugins.web import OWNER, OWNER_PASSWORD, complete_setup
@@ -77,3 +78,42 @@ async def test_restored_files_are_private_whatever_the_archive_says(web_factory:
         path = c.settings.state_dir / name
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
     assert json.loads((c.settings.state_dir / "policy.json").read_text())["default_daily_cap"] == 7
+
+
+async def test_owner_reset_then_wizard_sets_a_new_password_on_the_same_account(
+    web_factory: Any, synapse_adapter: Any, tmp_path: Any
+) -> None:
+    """The owner forgot the password: the boot partition's reset file reopens step 1, and
+    the same username gets the new password (the old one stops working)."""
+    import itertools
+    import os
+
+    from appliance.homeserver.base import LoginFailed
+    from appliance.web import owner_reset
+
+    c = await web_factory(homeserver=lambda: synapse_adapter)
+    owner = f"resetowner{os.getpid()}{next(itertools.count())}"
+    form = {"name": "Anna", "username": owner, "password": "the first secret",
+            "password2": "the first secret"}
+    status, _, _ = await c.submit("/setup/1", "/setup/1", form)
+    assert status == 303
+    c.state.finish()
+    assert (await c.client.get("/setup/1", allow_redirects=False)).status == 303
+
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    (boot / "textbridge-reset-owner").write_text("")
+    assert owner_reset.reset(c.settings.state_dir, boot / "textbridge-reset-owner")
+    fresh = await web_factory(state_dir=c.settings.state_dir,
+                              homeserver=lambda: synapse_adapter)
+    status, _ = await fresh.page("/setup/1")
+    assert status == 200
+    new = {**form, "password": "a brand new secret", "password2": "a brand new secret"}
+    status, text, _ = await fresh.submit("/setup/1", "/setup/1", new)
+    assert status == 303, text
+    await synapse_adapter.login(owner, "a brand new secret")
+    with pytest.raises(LoginFailed):
+        await synapse_adapter.login(owner, "the first secret")
+    assert owner_reset.RESET_KEY not in fresh.state.setup()
+    saved = fresh.state.owner()
+    assert saved is not None and saved["username"] == owner
