@@ -117,3 +117,39 @@ async def test_owner_reset_then_wizard_sets_a_new_password_on_the_same_account(
     assert owner_reset.RESET_KEY not in fresh.state.setup()
     saved = fresh.state.owner()
     assert saved is not None and saved["username"] == owner
+
+
+async def test_kit_page_and_full_backup_download(web_factory: Any, tmp_path: Any) -> None:
+    import re
+    from pathlib import Path
+
+    from appliance.backup.layout import Layout
+    from appliance.backup.restore import verify
+
+    c = await web_factory(data_dir=tmp_path, homeserver_kind="synapse")
+    complete_setup(c.settings)
+    await c.login()
+    assert not (tmp_path / "backup.key").exists()
+    status, text = await c.page("/backup")
+    assert status == 200 and "Download full backup" in text and "/backup/kit" in text
+    status, text = await c.page("/backup/kit")
+    assert status == 200
+    assert "If this key is lost, the backups are lost" in text
+    assert "textbridge backup restore" in text
+    found = re.search(r"AGE-SECRET-KEY-1(?: [0-9A-Z]{1,8})+", text)
+    assert found is not None
+    assert stat.S_IMODE((tmp_path / "backup.key").stat().st_mode) == 0o600
+    status, _, resp = await c.submit("/backup", "/backup/full", {})
+    assert status == 200 and "attachment" in resp.headers["Content-Disposition"]
+    out = Path(tmp_path / "downloaded.tbbackup")
+    out.write_bytes(await resp.read())
+    layout = Layout(tmp_path, "synapse")
+    assert verify(out, layout, found.group(0)) >= 3
+    assert not list(tmp_path.glob(".backup-*"))
+    # The same key next time: old backups stay readable.
+    _, again = await c.page("/backup/kit")
+    assert found.group(0) in again
+    # Only the owner.
+    await c.client.post("/logout", data={"csrf": await c.csrf("/")})
+    resp = await c.client.get("/backup/kit", allow_redirects=False)
+    assert resp.status in (303, 401, 403)

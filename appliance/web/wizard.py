@@ -19,7 +19,7 @@ from appliance.homeserver.base import (
     LoginFailed,
     UserExists,
 )
-from appliance.web import family, owner_reset, sim, validate
+from appliance.web import backup_pages, family, owner_reset, sim, validate
 from appliance.web.app import (
     get_web,
     is_owner,
@@ -155,6 +155,7 @@ async def submit(request: web.Request) -> web.Response:
                 return page(request, 2, "setup_2.html", status=400, **ctx)
         w.state.mark_done(2, domain=domain or None)
     elif step == 6:
+        await backup_pages.ensure_key(w)  # the emergency kit's key, before the first backup
         w.state.finish()
         raise web.HTTPSeeOther("/")
     else:
