@@ -3,6 +3,7 @@
     textbridge backup create --out FILE          (the key from {data_dir}/backup.key)
     textbridge backup verify FILE [--key-file K]
     textbridge backup restore FILE [--key-file K] (else the key or passphrase is asked for)
+    textbridge backup scheduled --to DIR         (nightly: write, verify, keep 7, tell owners)
     textbridge backup key [--passphrase]         (make the key; show the emergency kit text)
 """
 
@@ -14,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from appliance.backup import create, key, restore
+from appliance.backup import create, key, restore, schedule
 from appliance.backup.errors import BackupError
 from appliance.backup.layout import Layout
 
@@ -39,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sp.add_argument("file", type=Path)
         sp.add_argument("--key-file", type=Path, default=None,
                         help="a file holding the key (AGE-SECRET-KEY-1…) or the passphrase")
+    night = sub.add_parser("scheduled", help="the nightly backup: write to DIR, verify, "
+                           "keep the newest, tell the owners (textbridge-backup.timer)")
+    night.add_argument("--to", type=Path, required=True, help="the USB stick's mount point")
+    night.add_argument("--keep", type=int, default=schedule.KEEP)
+    night.add_argument("--no-mount-check", action="store_true",
+                       help="accept a plain directory (tests, a NAS mounted elsewhere)")
     keys = sub.add_parser("key", help="make the backup key if missing and print the kit text")
     keys.add_argument("--passphrase", action="store_true",
                       help="also let a passphrase (asked for) open future backups")
@@ -62,6 +69,24 @@ def _secret(args: argparse.Namespace) -> str:
     return getpass.getpass("Backup key (AGE-SECRET-KEY-1…) or passphrase: ")
 
 
+def _notifier(layout: Layout) -> schedule.Notify:
+    import asyncio
+
+    from appliance.control_client import ControlClient, ControlError, ControlUnavailable
+
+    client = ControlClient(layout.data_dir / "control.sock", timeout=15)
+
+    def notify(topic: str, notice_key: str, severity: str, text: str) -> bool:
+        try:
+            asyncio.run(client.notice(topic, notice_key, text, severity))
+        except (ControlUnavailable, ControlError) as exc:
+            print(f"textbridge backup: the owners could not be told now: {exc}", file=sys.stderr)
+            return False
+        return True
+
+    return notify
+
+
 def _services_running(layout: Layout) -> bool:
     path = layout.data_dir / "control.sock"
     if not path.exists():
@@ -82,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
             if not args.no_verify:
                 restore.verify(args.out, layout, key.load(layout.key_file).identity)
             print(create.describe(made))
+        elif args.action == "scheduled":
+            outcome = schedule.run(layout, args.to, _notifier(layout), keep=max(1, args.keep),
+                                   require_mount=not args.no_mount_check)
+            if not outcome.ok:
+                problem = outcome.problem
+                raise BackupError("the backup USB stick is not there" if problem == "missing"
+                                  else problem)
+            print(f"Wrote and checked {outcome.file}; removed {len(outcome.removed)} older.")
         elif args.action == "verify":
             count = restore.verify(args.file, layout, _secret(args))
             print(f"The backup is sound: {count} files, every database checked.")
