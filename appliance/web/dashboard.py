@@ -14,7 +14,7 @@ from aiohttp import web
 
 from appliance.control_client import ControlError, ControlUnavailable
 from appliance.homeserver.base import HomeserverError, UserNotFound
-from appliance.web import backup, family, logs, plots, remote, security, sim, validate
+from appliance.web import backup, backup_pages, family, logs, plots, remote, security, sim, validate
 from appliance.web.app import (
     client_address,
     get_web,
@@ -367,7 +367,8 @@ async def contacts_post(request: web.Request) -> web.Response:
 
 async def backup_get(request: web.Request) -> web.Response:
     _owner_only(request)
-    return render(request, "backup.html", errors={}, restored=request.query.get("restored"))
+    return render(request, "backup.html", errors={}, restored=request.query.get("restored"),
+                  **backup_pages.context(request))
 
 
 async def backup_download(request: web.Request) -> web.StreamResponse:
@@ -526,6 +527,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/backup", backup_get)
     app.router.add_post("/backup/download", backup_download)
     app.router.add_post("/backup/restore", backup_restore)
+    backup_pages.add_routes(app)
     app.router.add_get("/logs", logs_get)
     app.router.add_get("/account", account_get)
     app.router.add_post("/account", account_post)
