@@ -447,7 +447,11 @@ def add_activity_route(app: web.Application, db_path: object) -> None:
             limit = int(request.query.get("limit", "10"))
         except ValueError:
             limit = 10
-        items = await recent(limit) if recent is not None else []
+        try:
+            items = await recent(limit) if recent is not None else []
+        except sqlite3.Error as exc:
+            log.warning("recent texts could not be read: %s", exc)
+            return _error(503, "The message store could not be read just now.")
         return web.json_response({"texts": [dataclasses.asdict(a) for a in items]})
 
     app.router.add_get("/v1/activity", activity)

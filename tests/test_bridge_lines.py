@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from appliance.line import LineState
+from appliance.phonenum import format_display
 from appliance.store.models import OutboxState
 from tests.plugins.bridge import BridgeStack, Member, eventually, notices
 from tests.plugins.lines import NUMBER, TwoLines, texts
@@ -461,3 +462,26 @@ async def test_a_new_number_gets_one_short_notice_before_its_first_text(
     assert await anna.wait_for(room, says(stack, "Received through the phone (line phone)"))
     bot_notices = [e for e in await anna.messages(room) if notices(stack.bot)(e)]
     assert len(bot_notices) == 2, [e["content"]["body"] for e in bot_notices]
+
+
+async def test_the_bot_names_lines_as_a_person_knows_them(two_lines: TwoLines) -> None:
+    """`lines` and `status` say "Phone, Pixel 7" and "Modem, SIM +49 …", each with the id
+    that `!line` and `new` take."""
+    t, stack = two_lines, two_lines.stack
+    anna = stack.client(stack.owner)
+    mgmt = await stack.management_room(stack.owner)
+    await anna.join(mgmt)
+    number = format_display(t.sim.own_number, "DE")
+    for command in ("lines", "status"):
+        await anna.say(mgmt, command)
+        (answer,) = await anna.wait_for(
+            mgmt, lambda e, c=command: notices(stack.bot)(e) and command_answer(e, c),
+            timeout=30)
+        body = answer["content"]["body"]
+        assert "Phone, Pixel 7 (line phone)" in body, body
+        assert f"Modem, SIM {number} (line modem)" in body, body
+
+
+def command_answer(event: dict[str, Any], command: str) -> bool:
+    body = str(event["content"]["body"])
+    return body.startswith("Your lines:") if command == "lines" else "Waiting to send" in body

@@ -548,6 +548,13 @@ async def test_log_view_hides_contents_and_numbers(web_factory: Any, tmp_path: P
     assert logs.redact("text=hello +44 20 7946 0958 x") == "text=[hidden] ***58 x"
 
 
+async def test_log_view_does_not_show_journalctls_remarks_as_log_lines() -> None:
+    """The real journalctl, for a unit with no entries: it prints "-- No entries --", which
+    the Log page showed as if it were the log (the demo has no such unit)."""
+    unit = f"textbridge-test-{os.getpid()}-none"
+    assert await logs.recent_lines(log_file=None, units=(unit,)) == []
+
+
 # -- the control API and the SIM page -----------------------------------------------------
 
 

@@ -4,6 +4,7 @@ backups and the log; plus the public certificate install pages for family phones
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import shutil
 import time
@@ -110,9 +111,12 @@ async def dashboard(request: web.Request, **extra: Any) -> web.Response:
         try:
             bridge = await w.control.status()
             stats = await w.control.stats(14)
-            activity = await w.control.activity(RECENT_TEXTS)
         except (ControlUnavailable, ControlError) as exc:
             bridge_error = str(exc)
+        else:
+            # Recent texts are a nicety: their failure must not hide the bridge's status.
+            with contextlib.suppress(ControlUnavailable, ControlError):
+                activity = await w.control.activity(RECENT_TEXTS)
     usage = await asyncio.to_thread(shutil.disk_usage, w.state.dir)
     problems = bridge_problems(bridge)
     lines = (bridge or {}).get("lines", [])
