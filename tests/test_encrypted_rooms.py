@@ -325,6 +325,16 @@ async def test_encryption_turned_on_in_a_portal(held_rig: Rig) -> None:
     assert await rig.line.wait_ready(30), rig.line.status().summary
     await _exactly_once(rig, f"{stack.owner.localpart}: written before encryption")
     await anna.wait_for(old, status_of(queued, "SUCCESS"), timeout=30)
+    # Its delivery report still becomes the contact's read receipt there.
+    sent = [s for s in rig.sim.network.sent if s.reference is not None]
+    assert len(sent) == 1, rig.sim.network.sent
+    rig.sim.network.report(sent[0].reference, 0x00)
+
+    async def receipt() -> bool:
+        await anna.sync()
+        return any(r["event_id"] == queued and r["user_id"] == ghost for r in anna.receipts)
+
+    await until(receipt, 30, "the delivery receipt in the old room")
 
     event_id = await anna.write(new, "in the new room")
     await _exactly_once(rig, f"{stack.owner.localpart}: in the new room")
