@@ -325,6 +325,16 @@ async def test_encryption_turned_on_in_a_portal(held_rig: Rig) -> None:
     assert await rig.line.wait_ready(30), rig.line.status().summary
     await _exactly_once(rig, f"{stack.owner.localpart}: written before encryption")
     await anna.wait_for(old, status_of(queued, "SUCCESS"), timeout=30)
+    # Its delivery report still becomes the contact's read receipt there.
+    sent = [s for s in rig.sim.network.sent if s.reference is not None]
+    assert len(sent) == 1, rig.sim.network.sent
+    rig.sim.network.report(sent[0].reference, 0x00)
+
+    async def receipt() -> bool:
+        await anna.sync()
+        return any(r["event_id"] == queued and r["user_id"] == ghost for r in anna.receipts)
+
+    await until(receipt, 30, "the delivery receipt in the old room")
 
     event_id = await anna.write(new, "in the new room")
     await _exactly_once(rig, f"{stack.owner.localpart}: in the new room")
@@ -371,3 +381,25 @@ async def test_the_welcome_page_says_how_to_start_a_chat(web_factory: Any) -> No
     assert status == 200
     assert "new +49 151 12345678" in text
     assert "Start chat" in text and "@sms_4915112345678:textbridge.local" in text
+
+
+async def test_a_chat_started_while_the_bridge_is_down(rig: Rig) -> None:
+    """The homeserver holds the invite and offers it again once the bridge is back."""
+    stack, anna = rig.stack, rig.anna
+    ghost = stack.ghost(NUMBER)
+    await stack.stop()
+    secret = await anna.start_chat(ghost)
+    first = await anna.write(secret, "typed while the bridge was down")
+    await asyncio.sleep(1.0)
+    back = time.monotonic()
+    await stack.start()
+    portal = await stack.portal_room(NUMBER, timeout=120)
+    await anna.wait_for(secret, saying(ghost, portal, "here instead"), timeout=60)
+    await anna.wait_for(secret, fail_status(first), timeout=30)
+    print(f"\nbridge back -> pointer in the encrypted room: {time.monotonic() - back:.1f} s")
+    assert stack.bridge is not None
+    assert [p.room_id for p in await stack.bridge.db.portals()] == [portal]
+    await anna.join(portal)
+    await until(lambda: _is(rig.membership(secret, ghost), "leave"), 30, "the ghost to leave")
+    await anna.write(portal, "and now it works")
+    await _exactly_once(rig, f"{stack.owner.localpart}: and now it works")

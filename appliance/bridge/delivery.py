@@ -173,11 +173,18 @@ class Delivery:
     async def _receipt(self, row: OutboxRow, room_id: RoomID, event_id: EventID) -> None:
         line = self.bridge.config.line(row.request.line_id)
         portal = await self.bridge.db.portal_by_room(room_id)
-        if line is None or portal is None:
+        kind, conversation = (portal.kind, portal.conversation) if portal else ("", "")
+        if portal is None:
+            # A portal replaced when encryption was turned on: its queued texts still get
+            # their receipts there (encrypted.py keeps what the room was).
+            moved = await self.bridge.db.encrypted_room(room_id)
+            if moved is not None and moved.kind == "portal" and moved.conversation:
+                kind, conversation = moved.person or "", moved.conversation
+        if line is None or not kind:
             return
-        if portal.kind == "dm":
+        if kind == "dm":
             ghost = self.bridge.az.intent.user(
-                self.bridge.portals.ghost_mxid(portal.conversation, line.home_country)
+                self.bridge.portals.ghost_mxid(conversation, line.home_country)
             )
         else:
             # No single recipient in a group; the bot stands in.
