@@ -8,12 +8,15 @@ room for the same contact, so writes are synchronous=FULL like the store's.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mautrix.util.async_db import Connection, Database, UpgradeTable
+
+from appliance.files import private_database
 
 upgrade_table = UpgradeTable(version_table_name="bridge_version", database_name="bridge")
 
@@ -184,7 +187,8 @@ class BridgeDB:
         )
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 (and its -wal/-shm with it): it holds who texts whom.
+        await asyncio.to_thread(private_database, self.path)
         # mautrix's pool cannot be started twice; a bridge stopped and started again (the
         # CLI does on reload) gets a fresh one.
         self.db = self._database()
