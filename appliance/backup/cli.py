@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import socket
 import sys
 from pathlib import Path
@@ -18,6 +19,11 @@ from pathlib import Path
 from appliance.backup import create, key, restore, schedule
 from appliance.backup.errors import BackupError
 from appliance.backup.layout import Layout
+from appliance.files import write_private
+
+# The wizard's restore request and its failure (appliance/web/restore_step.py).
+PENDING_FILE = ".restore-pending.json"
+FAILED_FILE = ".restore-failed.json"
 
 DEFAULT_DATA_DIR = Path("/var/lib/textbridge")
 
@@ -37,7 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, text in (("restore", "restore FILE onto this box (services stopped)"),
                        ("verify", "decrypt FILE and check everything in it")):
         sp = sub.add_parser(name, help=text)
-        sp.add_argument("file", type=Path)
+        sp.add_argument("file", type=Path, nargs="?" if name == "restore" else None)
+        if name == "restore":
+            sp.add_argument("--pending", action="store_true",
+                            help="the restore the wizard asked for ({data_dir}/"
+                            f"{PENDING_FILE}; textbridge-restore.service)")
         sp.add_argument("--key-file", type=Path, default=None,
                         help="a file holding the key (AGE-SECRET-KEY-1…) or the passphrase")
     night = sub.add_parser("scheduled", help="the nightly backup: write to DIR, verify, "
@@ -87,6 +97,31 @@ def _notifier(layout: Layout) -> schedule.Notify:
     return notify
 
 
+def _restore_pending(layout: Layout) -> int:
+    """The wizard's request: taken away first (a failure must not start it again and
+    again), then carried out; a failure is left where the wizard shows it."""
+    pending = layout.data_dir / PENDING_FILE
+    try:
+        request = json.loads(pending.read_text(encoding="utf-8"))
+        file, secret = Path(str(request["file"])), str(request["secret"])
+    except (OSError, ValueError, KeyError, TypeError):
+        print("textbridge backup: no restore was asked for", file=sys.stderr)
+        pending.unlink(missing_ok=True)
+        return 1
+    pending.unlink()
+    try:
+        if _services_running(layout):
+            raise BackupError("Textbridge was still running; the restore was not started.")
+        done = restore.restore(file, layout, secret)
+    except BackupError as exc:
+        write_private(layout.data_dir / FAILED_FILE,
+                      (json.dumps({"error": str(exc)}) + "\n").encode())
+        print(f"textbridge backup: {exc}", file=sys.stderr)
+        return 1
+    print(f"Restored {done.files} files from {file.name}.")
+    return 0
+
+
 def _services_running(layout: Layout) -> bool:
     path = layout.data_dir / "control.sock"
     if not path.exists():
@@ -118,7 +153,11 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "verify":
             count = restore.verify(args.file, layout, _secret(args))
             print(f"The backup is sound: {count} files, every database checked.")
+        elif args.action == "restore" and args.pending:
+            return _restore_pending(layout)
         elif args.action == "restore":
+            if args.file is None:
+                raise BackupError("Name the backup file to restore.")
             if _services_running(layout):
                 raise BackupError(
                     "Textbridge is running. Stop it first: systemctl stop textbridge "

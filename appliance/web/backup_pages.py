@@ -92,5 +92,8 @@ async def download_full(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
+    from appliance.web import restore_step  # it builds on this module
+
     app.router.add_get("/backup/kit", kit)
     app.router.add_post("/backup/full", download_full)
+    restore_step.add_routes(app)

@@ -72,6 +72,8 @@ class WebSettings:
     data_dir: Path | None = None
     homeserver_kind: str = "tuwunel"
     config_file: Path | None = None
+    # Where the wizard's "Restore from a backup" looks for backups (the USB stick).
+    backup_sources: tuple[Path, ...] = (Path("/media/textbridge-backup"),)
 
     def path(self, name: str) -> Path:
         return self.state_dir / name
