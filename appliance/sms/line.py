@@ -130,7 +130,7 @@ class SmsLine(LineReporting):
         # only that tells which text came first (the modem reuses freed slots).
         self._arrivals: dict[int, int] = {}
         self._arrival_count = 0
-        self._retry_at: float | None = None
+        self._retries: list[float] = []  # when rows this line put back come due
 
     # -- Line protocol -------------------------------------------------------------------
 
@@ -724,17 +724,11 @@ class SmsLine(LineReporting):
     def _idle_wait(self, now: float) -> float:
         """Until the earliest retry this line scheduled; else a slow look for rows nobody
         woke us for (a retry due from an earlier run of the process)."""
-        wait = IDLE_LOOK_S
-        if self._retry_at is not None:
-            wait = min(wait, max(0.0, self._retry_at - now))
-            if self._retry_at <= now:
-                self._retry_at = None
-        return wait
+        self._retries = [at for at in self._retries if at > now]
+        return min([IDLE_LOOK_S, *(at - now for at in self._retries)])
 
     def _retry_in(self, delay: float) -> None:
-        at = self._clock() + delay
-        if self._retry_at is None or at < self._retry_at:
-            self._retry_at = at
+        self._retries.append(self._clock() + delay)
 
     async def _send(self, row: OutboxRow) -> bool:
         """Send one row; True if it left the queue or moved on (sent, failed, retry)."""
