@@ -130,8 +130,8 @@ class EncryptedRooms:
         await self.bridge.notice(
             room_id,
             f"This chat is end-to-end encrypted. {WHY} Your chat with {who} is here instead: "
-            f"{link(portal.room_id)} (accept the invitation at the top of your chat list; "
-            "this chat's texts go out as SMS from there).",
+            f"{link(portal.room_id)} (accept the invitation at the top of your chat list, "
+            "and write there).",
             intent=ghost,
             txn_id=f"tb-e2ee-moved-{room_id}",
         )
