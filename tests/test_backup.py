@@ -473,4 +473,4 @@ def test_owner_reset_from_the_boot_partition(tmp_path: Path) -> None:
 def test_web_service_unit_runs_the_owner_reset_as_root() -> None:
     unit = (REPO / "systemd" / "textbridge-web.service").read_text()
     line = next(x for x in unit.splitlines() if x.startswith("ExecStartPre="))
-    assert line.startswith("ExecStartPre=+/opt/textbridge/bin/textbridge owner-reset")
+    assert line.startswith("ExecStartPre=-+/opt/textbridge/bin/textbridge owner-reset")
