@@ -42,6 +42,7 @@ from appliance.sms.errors import (
     CmsError,
     ModemError,
     ModemUnavailable,
+    PortLost,
     PromptTimeout,
     SimLocked,
 )
@@ -74,6 +75,12 @@ REOPEN_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 # The sender sleeps until woken (a text queued, in this process or through the store's
 # doorbell) or a retry it scheduled comes due; this slow look is only a safety net.
 IDLE_LOOK_S = 5.0
+# Trouble that holds texts up for less than this is not worth a message in the family's
+# chat (a hang, a missed registration, one refused send); longer trouble is told once, and
+# its end once (docs/modem.md, "What the family is told").
+NOTICE_AFTER = 60.0
+UNPLUGGED = "Textbridge is reconnecting; texts wait on the SIM and in the queue meanwhile."
+NO_NETWORK = "The SIM is not connected to a mobile network; messages wait until it is."
 
 
 @dataclass
@@ -131,6 +138,8 @@ class SmsLine(LineReporting):
         self._arrivals: dict[int, int] = {}
         self._arrival_count = 0
         self._retries: list[float] = []  # when rows this line put back come due
+        self.notice_after = NOTICE_AFTER
+        self._notice_timers: dict[str, asyncio.TimerHandle] = {}
 
     # -- Line protocol -------------------------------------------------------------------
 
@@ -156,6 +165,9 @@ class SmsLine(LineReporting):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        for timer in self._notice_timers.values():
+            timer.cancel()
+        self._notice_timers.clear()
         if self._modem is not None:
             with contextlib.suppress(Exception):
                 await self._modem.close()
@@ -265,7 +277,7 @@ class SmsLine(LineReporting):
                 self._pin = None
                 delay = 300.0
             except ModemError as exc:
-                self._down(
+                self._down_later(
                     "The SMS modem is not answering "
                     f"({exc}). Check that it is plugged in; Textbridge keeps trying.",
                     key="unavailable",
@@ -275,7 +287,9 @@ class SmsLine(LineReporting):
                 failures += 1
             except Exception as exc:  # a driver bug must not end the line for good
                 log.exception("SMS line supervisor error")
-                self._down(f"The SMS modem failed unexpectedly ({exc}).", key="unavailable")
+                self._down_later(
+                    f"The SMS modem failed unexpectedly ({exc}).", key="unavailable"
+                )
                 delay = REOPEN_DELAYS[min(failures, len(REOPEN_DELAYS) - 1)]
                 failures += 1
             # Closed on every path, so the port is free for enter_pin() and the next open.
@@ -307,8 +321,8 @@ class SmsLine(LineReporting):
         # in during the open: those texts are newer than what waits on the SIM.
         self._catch_up = True
         self._ready.set()
-        self._resolved("unavailable", "The SMS modem is working again.")
-        self._resolved("sim-locked", "The SIM card is unlocked.")
+        self._clear("unavailable", "The SMS modem is working again.")
+        self._clear("sim-locked", "The SIM card is unlocked.")
         await self._inbound.put(None)
         self._wake.set()
 
@@ -321,19 +335,23 @@ class SmsLine(LineReporting):
         h.operator = await modem.operator()
         with contextlib.suppress(ModemError):
             h.storage = await modem.storage_usage()
-        if not registered:
-            self._set(
-                LineState.DEGRADED,
-                "The SIM is not connected to a mobile network; messages wait until it is.",
-            )
-            self._announce(
-                "no-network",
-                Severity.WARNING,
-                "The SMS line has no mobile network. Messages wait and go out when it is back.",
-            )
-            return
-        self._resolved("no-network", "The SMS line has a mobile network again.")
         storage_full = h.storage is not None and h.storage[1] > 0 and h.storage[0] >= h.storage[1]
+        if storage_full:
+            self._announce_after(
+                "storage-full",
+                Severity.WARNING,
+                "The SIM's message storage is full, so new texts wait at the mobile network "
+                "and do not arrive. Textbridge keeps emptying it; if this stays, the SIM "
+                "may hold texts it cannot read: restart the modem.",
+            )
+        else:
+            self._clear("storage-full", "The SIM has room for texts again; they arrive.")
+        if not registered:
+            # The modem answered this check, so it is up whatever the state said before.
+            self._set(LineState.DEGRADED, NO_NETWORK)
+            self._no_network()
+            return
+        self._clear("no-network", "The SMS line has a mobile network again.")
         if storage_full:
             self._set(
                 LineState.DEGRADED,
@@ -341,6 +359,41 @@ class SmsLine(LineReporting):
             )
         else:
             self._set(LineState.READY, self._ready_summary())
+
+    def _no_network(self) -> None:
+        if self._health.state == LineState.READY:
+            self._set(LineState.DEGRADED, NO_NETWORK)
+        self._announce_after(
+            "no-network",
+            Severity.WARNING,
+            "The SMS line has no mobile network. Messages wait and go out when it is back.",
+        )
+
+    # -- what the family is told ---------------------------------------------------------
+
+    def _announce_after(self, key: str, severity: Severity, text: str) -> None:
+        """Announce `key` once it has lasted notice_after seconds (cleared before: never)."""
+        if key in self._announcer.active or key in self._notice_timers:
+            return
+        self._notice_timers[key] = asyncio.get_running_loop().call_later(
+            self.notice_after, self._announce_due, key, severity, text
+        )
+
+    def _announce_due(self, key: str, severity: Severity, text: str) -> None:
+        self._notice_timers.pop(key, None)
+        self._announce(key, severity, text)
+
+    def _clear(self, key: str, text: str) -> None:
+        """The condition is over: told as over if it was announced, else never told."""
+        timer = self._notice_timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._resolved(key, text)
+
+    def _down_later(self, text: str, *, key: str, severity: Severity = Severity.ERROR) -> None:
+        self._set(LineState.DOWN, text)
+        self._record_error(text)
+        self._announce_after(key, severity, text)
 
     def _ready_summary(self) -> str:
         h = self._health
@@ -368,6 +421,22 @@ class SmsLine(LineReporting):
                 raise
             except ModemError as exc:
                 log.warning("modem health check failed (%s); recovering", exc)
+                # The ladder can take minutes (a reset, a reopen); said at once on the
+                # status page, and in the chat if it takes longer than a minute.
+                if isinstance(exc, PortLost):
+                    # Gone, not slow: as the Disconnected event says (if it was not lost).
+                    self._down(
+                        f"The SMS modem disconnected. {UNPLUGGED}",
+                        key="unavailable",
+                        severity=Severity.WARNING,
+                    )
+                else:
+                    self._down_later(
+                        "The SMS modem stopped answering; Textbridge is resetting it. Texts "
+                        "wait on the SIM and in the queue meanwhile.",
+                        key="unavailable",
+                        severity=Severity.ERROR,
+                    )
                 rung = await modem.recover()
                 log.info("modem recovered by %s", rung)
             with contextlib.suppress(TimeoutError):
@@ -387,22 +456,30 @@ class SmsLine(LineReporting):
         elif isinstance(event, Disconnected):
             self._ready.clear()
             self._down(
-                f"The SMS modem disconnected ({event.reason}). Textbridge is reconnecting; "
-                "texts wait on the SIM and in the queue meanwhile.",
+                f"The SMS modem disconnected ({event.reason}). {UNPLUGGED}",
                 key="unavailable",
                 severity=Severity.WARNING,
             )
         elif isinstance(event, Reconnected):
+            if self._modem is not None and not self._modem.connected:
+                return  # pulled again just after it came back: still down
             self._catch_up = True
             self._ready.set()
             self._set(LineState.READY, self._ready_summary())
-            self._resolved("unavailable", "The SMS modem is working again.")
+            self._clear("unavailable", "The SMS modem is working again.")
             self._inbound.put_nowait(None)
             self._wake.set()
         elif isinstance(event, RegistrationChanged):
+            # Acted on at once: the next health check may be half a minute away, and a
+            # loss shorter than that must still stop the line claiming it can send.
             self._health.registered = event.registered
             if event.registered:
+                self._clear("no-network", "The SMS line has a mobile network again.")
+                if self._health.state == LineState.DEGRADED and self._health.summary == NO_NETWORK:
+                    self._set(LineState.READY, self._ready_summary())
                 self._wake.set()
+            else:
+                self._no_network()
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -792,6 +869,7 @@ class SmsLine(LineReporting):
             )
         if not todo:
             await self.store.outbox.mark_sent(row.id)
+        self._clear("send-retrying", "Texts are going out again.")
         self._health.counters["sent"] = self._health.counters.get("sent", 0) + 1
         log.info("SMS to %s sent in %d part(s)", mask_number(dest), len(parts))
         return True
@@ -804,6 +882,11 @@ class SmsLine(LineReporting):
                 row.id, f"{exc.reason} Trying again in {_human_seconds(delay)}.", delay
             )
             self._retry_in(delay)
+            self._announce_after(
+                "send-retrying",
+                Severity.WARNING,
+                f"Texts are not going out just now: {exc.reason} Textbridge keeps trying.",
+            )
             return
         reason = exc.reason
         if exc.retryable:
