@@ -136,6 +136,7 @@ class Appliance:
         self.bridge: Any = None
         self._control_runner: web.AppRunner | None = None
         self.control_socket = config.general.data_dir / "control.sock"
+        self.address_book: Any = None
 
     async def start(self) -> None:
         from appliance.bridge.core import Bridge
@@ -184,7 +185,7 @@ class Appliance:
             lines=self.lines,
             store=self.store,
             sim_control=sims,
-            bridge_health=self.bridge.health,
+            bridge_health=self.health,
             notify_owners=self.bridge.notify_owners,
         )
         self._control_runner = web.AppRunner(app, access_log=None)
@@ -227,33 +228,41 @@ class Appliance:
                 stamps.append(0.0)
         return tuple(stamps)
 
-    async def _import_contacts(self) -> None:
-        try:
-            vcf = (self.web_state / CONTACTS_FILE).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return
+    def health(self) -> dict[str, Any]:
+        """The bridge's health and the address book's state, as the control API serves it."""
+        health: dict[str, Any] = self.bridge.health()
+        if self.address_book is not None:
+            health["contacts"] = self.address_book.state()
+        return health
+
+    async def _import_contacts(self, *, changed: bool = False) -> None:
+        from appliance.bridge.address_book import AddressBook
+
         owner = _read_json(self.web_state / OWNER_FILE)
         added_by = owner.get("mxid", "web") if isinstance(owner, Mapping) else "web"
-        try:
-            added = await self.bridge.import_contacts(
-                vcf, str(added_by), self.config.general.home_country
+        if self.address_book is None:
+            self.address_book = AddressBook(
+                self.bridge, self.web_state / CONTACTS_FILE, self.config.general.data_dir,
+                self.config.general.home_country, str(added_by),
             )
-        except Exception:
+        self.address_book.added_by = str(added_by)
+        try:
+            await self.address_book.sync(changed=changed)
+        except Exception:  # the next look tries again
             log.exception("importing the uploaded contacts failed")
-            return
-        log.info("contacts imported from the dashboard: %d numbers named", added)
 
     async def _reload_loop(self) -> None:
         """Membership changes made in the web setup take effect without a restart."""
         while True:
             await asyncio.sleep(RELOAD_INTERVAL)
             stamps = self._stamps()
+            contacts_changed = stamps[3] != self._seen[3]
+            if contacts_changed or self.address_book.state()["pending"]:
+                # An upload not applied yet (the homeserver was away) is retried here.
+                await self._import_contacts(changed=contacts_changed)
             if stamps == self._seen:
                 continue
-            contacts_changed = stamps[3] != self._seen[3]
             self._seen = stamps
-            if contacts_changed:
-                await self._import_contacts()
             config = apply_members(self.config, self.web_state)
             new = dataclasses.replace(config.bridge, database=self.bridge.config.database)
             self.bridge.config = new

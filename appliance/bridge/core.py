@@ -406,9 +406,12 @@ class Bridge:
 
     # --- line events -----------------------------------------------------------------------
 
-    async def import_contacts(self, vcf: str, added_by: str, home_country: str) -> int:
+    async def import_contacts(
+        self, vcf: str, added_by: str, home_country: str, *, rename_all: bool = False
+    ) -> int:
         """Names for numbers from an address book the owner uploaded in the dashboard;
-        returns how many numbers got a name. Ghosts and rooms are renamed to match."""
+        returns how many numbers got a name. Ghosts and rooms are renamed to match (all of
+        them with `rename_all`: a retry after a pass that stored names but failed)."""
         from appliance.bridge import contacts
         from appliance.phonenum import NumberKind, normalize
 
@@ -420,6 +423,8 @@ class Bridge:
                     continue
                 if await self.db.set_contact(number.value, card.name, added_by):
                     added += 1
+                    await self.portals.rename_for(number.value)
+                elif rename_all:
                     await self.portals.rename_for(number.value)
         return added
 

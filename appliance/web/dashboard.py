@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import shutil
 import time
 from pathlib import Path
@@ -88,6 +89,10 @@ def bridge_problems(status: dict[str, Any] | None) -> list[str]:
     ):
         if health.get(key):
             problems.append(f"{words}: {health[key]}")
+    contacts = health.get("contacts") or {}
+    if contacts.get("pending") and contacts.get("tries"):
+        problems.append(f"The uploaded contacts are not applied yet ({contacts_reason(health)});"
+                        " Textbridge keeps trying.")
     if health.get("ok") is False and not problems:
         problems.append("A part of the bridge has stopped; restarting the box may help.")
     return problems
@@ -339,11 +344,41 @@ def _contact_count(path: Path) -> int | None:
     return sum(1 for line in text.splitlines() if line.strip().upper() == "BEGIN:VCARD")
 
 
+def contacts_reason(health: dict[str, Any]) -> str:
+    if health.get("homeserver_reachable") is False:
+        return "the bridge cannot reach the home server"
+    error = (health.get("contacts") or {}).get("error")
+    return f"the last try failed: {error}" if error else "the bridge is applying them now"
+
+
+async def contacts_applied(request: web.Request) -> tuple[bool, str] | None:
+    """Whether the bridge has applied the uploaded file (it retries until it has), with
+    words for the page; None when nothing was uploaded."""
+    w = get_web(request)
+    try:
+        data = await asyncio.to_thread((w.state.dir / CONTACTS_FILE).read_bytes)
+    except FileNotFoundError:
+        return None
+    digest = hashlib.sha256(data).hexdigest()
+    if w.control is None:
+        return False, "Saved. The bridge is not connected to this page."
+    try:
+        health = (await w.control.status()).get("bridge", {}).get("health", {})
+    except (ControlUnavailable, ControlError):
+        return False, ("Saved, not applied yet: the bridge is not running. The names are "
+                       "applied when it starts.")
+    if (health.get("contacts") or {}).get("applied") == digest:
+        return True, "Applied: chats show these names."
+    return False, (f"Saved, not applied yet: {contacts_reason(health)}. Textbridge keeps "
+                   "trying and applies them as soon as it can.")
+
+
 async def contacts_get(request: web.Request) -> web.Response:
     _owner_only(request)
     w = get_web(request)
     return render(request, "contacts.html", count=_contact_count(w.state.dir / CONTACTS_FILE),
-                  errors={}, saved=request.query.get("saved") == "1")
+                  errors={}, saved=request.query.get("saved") == "1",
+                  applied=await contacts_applied(request))
 
 
 async def contacts_post(request: web.Request) -> web.Response:
@@ -354,14 +389,16 @@ async def contacts_post(request: web.Request) -> web.Response:
     if not isinstance(upload, web.FileField):
         return render(request, "contacts.html", status=400,
                       count=_contact_count(w.state.dir / CONTACTS_FILE),
-                      errors={"vcf": "Please choose a .vcf file."}, saved=False)
+                      errors={"vcf": "Please choose a .vcf file."}, saved=False,
+                      applied=await contacts_applied(request))
     data = upload.file.read(MAX_VCARD + 1)
     try:
         text, _ = _check_vcard(data)
     except validate.Invalid as exc:
         return render(request, "contacts.html", status=400,
                       count=_contact_count(w.state.dir / CONTACTS_FILE),
-                      errors={"vcf": exc.message}, saved=False)
+                      errors={"vcf": exc.message}, saved=False,
+                      applied=await contacts_applied(request))
     write_private(w.state.dir / CONTACTS_FILE, text.encode("utf-8"))
     raise web.HTTPSeeOther("/contacts?saved=1")
 
