@@ -351,10 +351,17 @@ class Outbox:
             await conn.execute("UPDATE outbox SET updated_at = ? WHERE id = ?", (now, row_id))
             return await self._one(row_id)
 
-    async def mark_sent(self, row_id: int) -> OutboxRow:
-        """Every part accepted. Reports that arrived meanwhile decide DELIVERED/FAILED."""
+    async def mark_sent(self, row_id: int, *, meta: dict[str, Any] | None = None) -> OutboxRow:
+        """Every part accepted. Reports that arrived meanwhile decide DELIVERED/FAILED.
+        `meta` (what the line learnt sending it, e.g. the network) joins the request's."""
         async with self._db.write():
             row = await self._one(row_id)
+            if meta:
+                merged = {**row.request.meta, **meta}
+                await self._db.conn.execute(
+                    "UPDATE outbox SET meta = ? WHERE id = ?",
+                    (json.dumps(merged, ensure_ascii=False, sort_keys=True), row_id),
+                )
             pending = [p.index for p in row.parts if p.state == PartState.PENDING]
             if pending and row.state == Q.SENDING:
                 raise StoreStateError(
