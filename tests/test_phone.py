@@ -586,3 +586,15 @@ async def test_group_reply_is_refused_when_the_phone_does_not_show_the_members(
     row_id = await h.send("ich", dest=chor.message.conversation, rid="r2")
     await h.state(row_id, OutboxState.FAILED)
     assert h.phone.sent == []
+
+
+async def test_a_sent_row_says_whether_messages_sent_rcs_or_sms(phone_line: Any) -> None:
+    """The send button's description tells: the send status shows the real network."""
+    h = await phone_line()
+    h.phone.receive(ANNA, "per RCS", rcs=True)
+    h.phone.receive(BEN, "per SMS", rcs=False)
+    await h.inbox(2)
+    rcs = await h.send("an Anna", dest=ANNA, rid="r1")
+    sms = await h.send("an Ben", dest=BEN, rid="r2")
+    assert (await h.state(rcs, OutboxState.SENT)).request.meta["network"] == "rcs"
+    assert (await h.state(sms, OutboxState.SENT)).request.meta["network"] == "sms"

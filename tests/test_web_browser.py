@@ -369,3 +369,43 @@ async def until_state(client: ControlClient, request_id: str, state: str) -> Non
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{request_id} never became {state}")
+
+
+async def test_a_test_sms_without_a_delivery_report_says_so_after_a_minute(
+    web_factory: Any,
+    bridge_synapse: BridgeHomeserver,
+    control_stack: ControlStack,
+    browser_page: Any,
+) -> None:
+    """Issue 18: with a network that sends no report, step 3 waited in silence for good."""
+    page = browser_page
+    control_stack.sim.network.auto_report = None  # this network sends no report
+    adapter = SynapseAdapter.for_server(bridge_synapse.server)
+    c = await web_factory(homeserver=lambda: adapter, control_socket=control_stack.socket)
+    base = str(c.client.make_url("/")).rstrip("/")
+    # The page's minute passes on the browser's clock, not the test's.
+    await page.clock.install()
+    await page.goto(base + "/setup/1")
+    await page.get_by_label("Your name").fill("Anna Schmidt")
+    await page.get_by_label("Username").fill(unique("anna"))
+    await page.get_by_label("Password", exact=True).fill("a long enough secret")
+    await page.get_by_label("Password again").fill("a long enough secret")
+    await page.get_by_role("button", name="Create my account").click()
+    await page.wait_for_url("**/setup/2")
+    await page.get_by_role("button", name="Next").click()
+    await page.wait_for_url("**/setup/3")
+    await page.get_by_label("Send to").fill("+49 170 1234567")
+    await page.get_by_role("button", name="Send test SMS").click()
+    status = page.locator("[data-outbox]")
+    await status.get_by_text("Waiting for the delivery report").wait_for()
+    await page.clock.fast_forward("00:30")
+    await status.get_by_text("Waiting for the delivery report").wait_for()
+    await page.clock.fast_forward("00:35")
+    await status.get_by_text("no delivery report after a minute").wait_for()
+    await shot(page, "03-sim-test-sms-no-report")
+    # A late report still turns it into "delivered".
+    (part,) = control_stack.sim.network.sent
+    control_stack.sim.network.report(part.reference, 0x00)
+    await page.clock.fast_forward("00:05")
+    await status.get_by_text("Delivered to the phone.").wait_for()
+    assert page.problems == []  # type: ignore[attr-defined]

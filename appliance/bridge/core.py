@@ -342,12 +342,13 @@ class Bridge:
         status: MessageStatus,
         reason: MessageStatusReason | None = None,
         message: str | None = None,
+        network: str = "sms",
     ) -> None:
         """Beeper's message send status (shown by Beeper clients; Element ignores it, which
         is why failures also get a notice)."""
         content = BeeperMessageStatusEventContent(
             relates_to=RelatesTo(rel_type=RelationType.REFERENCE, event_id=event_id),
-            network="sms",
+            network=network,
             status=status,
             reason=reason,
             message=message,

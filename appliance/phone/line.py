@@ -922,7 +922,10 @@ class PhoneLine(LineReporting):
             for part in row.parts:
                 if part.state == PartState.PENDING:
                     await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
-            await self.store.outbox.mark_sent(row.id)
+            network = button.network
+            await self.store.outbox.mark_sent(
+                row.id, meta={"network": network} if network else None
+            )
             self._resolved("layout", "Sending through Google Messages works again.")
             self._count("sent")
             log.info("message to %s sent (%s)", _mask_all(recipients), outcome.confirmed_by)
@@ -983,7 +986,10 @@ class PhoneLine(LineReporting):
             for part in row.parts:
                 if part.state == PartState.PENDING:
                     await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
-            await self.store.outbox.mark_sent(row.id)
+            network = button.network
+            await self.store.outbox.mark_sent(
+                row.id, meta={"network": network} if network else None
+            )
             await self.store.attachments.delete(name)
             self._resolved("layout", "Sending through Google Messages works again.")
             self._count("sent_media")

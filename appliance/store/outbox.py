@@ -358,10 +358,19 @@ class Outbox:
             row = await self._one(row_id)
             return await self._sent(row) if last else row
 
-    async def mark_sent(self, row_id: int) -> OutboxRow:
-        """Every part accepted. Reports that arrived meanwhile decide DELIVERED/FAILED."""
+    async def mark_sent(self, row_id: int, *, meta: dict[str, Any] | None = None) -> OutboxRow:
+        """Every part accepted. Reports that arrived meanwhile decide DELIVERED/FAILED.
+        `meta` (what the line learnt sending it, e.g. the network) joins the request's."""
         async with self._db.write():
-            return await self._sent(await self._one(row_id))
+            row = await self._one(row_id)
+            if meta:
+                merged = {**row.request.meta, **meta}
+                await self._db.conn.execute(
+                    "UPDATE outbox SET meta = ? WHERE id = ?",
+                    (json.dumps(merged, ensure_ascii=False, sort_keys=True), row_id),
+                )
+                row = await self._one(row_id)
+            return await self._sent(row)
 
     async def _sent(self, row: OutboxRow) -> OutboxRow:
         pending = [p.index for p in row.parts if p.state == PartState.PENDING]
