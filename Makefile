@@ -8,6 +8,9 @@ SYN     := .venv-synapse
 PY      := $(VENV)/bin/python
 PIPOPTS := --disable-pip-version-check --quiet --require-hashes
 PYTEST_ARGS ?=
+# Workers for `make test`: twice the cores, since much of the suite waits on Synapse, ptys and
+# subprocesses. Tests that must not overlap are grouped in tests/conftest.py (--dist loadgroup).
+PYTEST_WORKERS ?= 4
 
 .PHONY: all deps venv synapse test lint demo lock bench clean
 
@@ -36,7 +39,7 @@ $(SYN)/.stamp: requirements/synapse.lock
 synapse: $(SYN)/.stamp
 
 test: deps-test venv synapse
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check appliance tests bench hil

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "phone": ("appliance.phone.cli", "pair with the Android phone and check its set-up"),
     "phone-sim": ("appliance.adbsim.cli", "run the simulated Android phone (ADB over TCP)"),
     "wireguard": ("appliance.wireguard.cli", "apply or show the WireGuard remote access"),
+    "backup": ("appliance.backup.cli", "make, check and restore full encrypted backups"),
+    "owner-reset": ("appliance.web.owner_reset", "reopen the owner step (boot partition file)"),
     "run": ("appliance.run", "run the bridge, the lines and the store (the appliance)"),
     "demo": ("appliance.demo", "run the whole stack on this machine, on loopback"),
 }

@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
-from appliance.line import Line, LineStatus, Severity
+from appliance.line import Line, LineStatus, Severity, display_name
 from appliance.log import mask_number
 from appliance.phonenum import is_premium_or_short
 from appliance.store.models import OutboundRequest, OutboxRow
@@ -125,6 +125,7 @@ def needs_puk(state: str) -> bool:
 def status_dict(status: LineStatus) -> dict[str, Any]:
     data = dataclasses.asdict(status)
     data["state"] = str(status.state)
+    data["name"] = display_name(status)
     return data
 
 
@@ -265,7 +266,8 @@ def make_control_app(
             try:
                 statuses.append(status_dict(line.status()))
             except Exception as exc:  # one broken line must not hide the others
-                statuses.append({"line_id": line.id, "kind": line.kind, "state": "down",
+                statuses.append({"line_id": line.id, "name": line.id, "kind": line.kind,
+                                 "state": "down",
                                  "summary": f"The line could not report its state ({exc})."})
         lines_ok = any(s.get("state") in ("ready", "degraded") for s in statuses)
         # Also looked up by its plain name: `textbridge run` may attach it after building.
@@ -430,7 +432,29 @@ def make_control_app(
     app.router.add_post("/v1/lines/{line_id}/test-sms", test_sms)
     app.router.add_get("/v1/outbox/{request_id}", outbox)
     app.router.add_get("/v1/stats", stats)
+    add_activity_route(app, getattr(store, "path", None))
     return app
+
+
+def add_activity_route(app: web.Application, db_path: object) -> None:
+    """GET /v1/activity?limit=N: the last texts' states for the dashboard, never bodies."""
+    from appliance.activity import sqlite_recent_texts
+
+    recent = sqlite_recent_texts(db_path) if isinstance(db_path, Path) else None
+
+    async def activity(request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "10"))
+        except ValueError:
+            limit = 10
+        try:
+            items = await recent(limit) if recent is not None else []
+        except sqlite3.Error as exc:
+            log.warning("recent texts could not be read: %s", exc)
+            return _error(503, "The message store could not be read just now.")
+        return web.json_response({"texts": [dataclasses.asdict(a) for a in items]})
+
+    app.router.add_get("/v1/activity", activity)
 
 
 async def serve_control(app: web.Application, socket_path: Path) -> web.AppRunner:

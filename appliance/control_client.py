@@ -78,6 +78,12 @@ class ControlClient:
     async def stats(self, days: int = 14) -> dict[str, Any]:
         return await self._call("GET", f"/v1/stats?days={int(days)}")
 
+    async def activity(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The last texts in and out: time, direction, line, state, masked number."""
+        data = await self._call("GET", f"/v1/activity?limit={int(limit)}")
+        texts = data.get("texts", [])
+        return [t for t in texts if isinstance(t, dict)] if isinstance(texts, list) else []
+
     async def notice(self, topic: str, key: str, text: str, severity: str = "warning") -> bool:
         """Tell the appliance's owners in their chat, once per (topic, key)."""
         reply = await self._call(

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ class Demo:
         self.adb: Any = None
         self.appliance: Any = None
         self.web_runner: Any = None
+        self.log_path = self.state / "textbridge.log"
 
     async def main(self) -> int:
         for name, port in (
@@ -114,6 +116,8 @@ class Demo:
 
         self.state.mkdir(parents=True, exist_ok=True)
         self.state.chmod(0o700)
+        # There is no journal here: the dashboard's log view shows this file.
+        applog.add_file(self.log_path)
         hs_state = self.state / "homeserver"
         data = self.state / "data"
         web_state = data / "web"
@@ -170,13 +174,13 @@ class Demo:
                     "server_name": SERVER_NAME,
                     "registration": str(result.registration_path),
                     "listen_port": self.args.bridge_port,
-                    "lines": [
-                        {"id": "sms", "members": [member], "owner": member},
-                        {"id": "phone", "kind": "phone", "members": [member], "owner": member},
-                    ],
+                    # Who is on which line lives in the web state (seed_family), as on
+                    # the appliance: one family for the wizard, the dashboard and the bot.
+                    "lines": [{"id": "sms"}, {"id": "phone", "kind": "phone"}],
                 },
             }
         )
+        seed_family(web_state, member, [line.id for line in config.bridge.lines])
         print("Starting the bridge…", flush=True)
         self.appliance = Appliance(config, web_state=web_state)
         await self.appliance.start()
@@ -188,6 +192,7 @@ class Demo:
             host="127.0.0.1",
             port=self.args.web_port,
             homeserver_public_url=self.synapse.url,
+            log_file=self.log_path,
         )
         app = make_app(settings)
         self.web_runner = web.AppRunner(app, access_log=None)
@@ -203,9 +208,13 @@ Textbridge demo is running (state in {self.state}).
   Homeserver:     {self.synapse.url}   (server name {SERVER_NAME})
   Family member:  {member}
   Password:       {account["password"]}
+                  (for chatting; the setup wizard creates the owner, who manages the box)
 
-Log in with Element (or any Matrix client) using that homeserver, user and password. Your
-SMS management room opens with the Textbridge bot; say "new +4915112345678" to text someone.
+Log in with Element (or any Matrix client) using that homeserver, user and password.
+To start a chat with a phone number, either:
+  - write "new +4915112345678" to the Textbridge bot (the chat named Textbridge), or
+  - use "Start chat" with @sms_4915112345678:{SERVER_NAME}; Element X makes that chat
+    encrypted, which Textbridge cannot read, so you are invited to the real chat instead.
 
 Act as the phone network (another terminal, in this directory):
   {net} send --from +4915112345678 --text "Hi!"
@@ -236,6 +245,23 @@ Ctrl-C stops everything.
             with contextlib.suppress(Exception):
                 self.adb.shutdown()
                 self.adb.server_close()
+
+
+def seed_family(web_state: Path, mxid: str, line_ids: list[str]) -> None:
+    """The demo's family member, written where the wizard writes every member (family.json,
+    and members.json for the bridge), so the wizard, the dashboard and the bot's `lines`
+    show the same people. Only into a new state: a member the owner removed stays removed."""
+    from appliance.web.config import FAMILY_FILE, WebSettings
+    from appliance.web.state import Member, WebState
+
+    if (web_state / FAMILY_FILE).exists():
+        return
+    state = WebState(WebSettings(state_dir=web_state))
+    username = mxid[1:].split(":", 1)[0]
+    state.upsert_member(
+        Member(name=username.capitalize(), username=username, mxid=mxid, lines=line_ids,
+               added_at=time.time())
+    )
 
 
 def add_phone_routes(app: Any, phone: Any) -> None:

@@ -35,3 +35,24 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
 def write_secret_file(path: Path, text: str) -> None:
     """Write `text` to `path` as 0600, atomically."""
     write_private(path, text.encode("utf-8"))
+
+
+def private_database(path: Path) -> None:
+    """Make an SQLite database file 0600 before SQLite opens it, and its -wal and -shm too.
+
+    SQLite gives the -wal and -shm files it creates the mode of the database file, so a
+    database created here 0600 stays private whatever the umask; files left 0644 by an older
+    version are tightened.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)
+    for name in (path.name, path.name + "-wal", path.name + "-shm", path.name + "-journal"):
+        try:
+            os.chmod(path.with_name(name), 0o600)
+        except FileNotFoundError:
+            continue

@@ -54,6 +54,19 @@ class LineStatus:
         return self.state in (LineState.READY, LineState.DEGRADED)
 
 
+def display_name(status: LineStatus) -> str:
+    """What a parent calls the line: "Modem, SIM +49 151 0000001" or "Phone, Pixel 7". The
+    id ("sms", "phone") stays what commands and the config use."""
+    from appliance.phonenum import format_display
+
+    if status.kind == "phone":
+        model = status.details.get("model", "").strip()
+        return f"Phone, {model}" if model else "Phone"
+    if status.own_number:
+        return f"Modem, SIM {format_display(status.own_number, 'ZZ')}"
+    return "Modem"
+
+
 class Severity(enum.StrEnum):
     INFO = "info"  # e.g. "The SMS line is working again."
     WARNING = "warning"  # degraded; sending may be delayed

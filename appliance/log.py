@@ -7,8 +7,10 @@ are never logged at any level; phone numbers are logged through `mask_number` at
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
+from pathlib import Path
 
 
 def setup(level: str = "info") -> None:
@@ -20,12 +22,30 @@ def setup(level: str = "info") -> None:
     if handler is None:
         # Under systemd without systemd-python, stderr still reaches the journal (no timestamps).
         handler = _stderr_handler(with_time=not under_systemd)
+    # Its own level too: a file added later (add_file) may lower the root's.
+    handler.setLevel(level.upper())
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Libraries that log request bodies or tokens at debug stay at warning.
     # adb_shell logs whole packets at debug level, and packets carry message texts.
     for noisy in ("aiohttp.access", "mau.appservice.api", "gsmmodem", "adb_shell"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def add_file(path: Path, level: str = "info") -> logging.Handler:
+    """Also keep the log in `path` (0600, rotated at 1 MB): where there is no journal (the
+    demo), the dashboard's log view reads this file. The handlers set up before keep the
+    level that `setup` gave them."""
+    root = logging.getLogger()
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    file_handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=1024 * 1024, backupCount=1, encoding="utf-8"
+    )
+    file_handler.setLevel(level.upper())
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(file_handler)
+    root.setLevel(min(root.level, file_handler.level))
+    return file_handler
 
 
 def _journal_handler() -> logging.Handler | None:

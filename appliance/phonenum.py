@@ -10,6 +10,7 @@ sending, usually costs more or cannot be replied to at all.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 
@@ -55,6 +56,9 @@ def _compact(number: str) -> str:
     return _DECORATION.sub("", number.strip())
 
 
+# Parsing costs about 60 us here (several times that on a Pi) and the bridge reads the same
+# few numbers for every text (portal, ghost, display name), so results are kept.
+@functools.lru_cache(maxsize=4096)
 def normalize(number: str, home_country: str) -> Normalized:
     """Read `number` as a person or a network wrote it; national numbers use `home_country`."""
     raw = number.strip()
@@ -84,6 +88,7 @@ def normalize(number: str, home_country: str) -> Normalized:
     return Normalized(compact, NumberKind.UNKNOWN)
 
 
+@functools.lru_cache(maxsize=4096)
 def format_display(number: str, home_country: str) -> str:
     """A readable form for room names and notices: "+49 1511 2345678"; flagged values as-is."""
     normalized = normalize(number, home_country)

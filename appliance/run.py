@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +113,20 @@ def _read_json(path: Path) -> Any:
 class Appliance:
     """Everything `textbridge run` holds, startable in-process (the demo and tests do)."""
 
-    def __init__(self, config: Config, *, web_state: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        web_state: Path | None = None,
+        restart_homeserver: Callable[[], Awaitable[None]] | None = None,
+        homeserver_grace: float | None = None,
+    ) -> None:
         self.config = config
+        # The homeserver watch (appliance/homeserver/watch.py): how a silent homeserver is
+        # restarted (systemd's unit by default) and after how long.
+        self._restart_homeserver = restart_homeserver
+        self._homeserver_grace = homeserver_grace
+        self.homeserver_watch: Any = None
         # Where `textbridge web` keeps what the owner chose (members.json, owner.json).
         self.web_state = web_state or config.general.data_dir / "web"
         self._reload_task: asyncio.Task[None] | None = None
@@ -186,6 +198,26 @@ class Appliance:
         # An address book uploaded while the bridge was down is taken now.
         await self._import_contacts()
         self._reload_task = asyncio.create_task(self._reload_loop(), name="reload-members")
+        self._watch_homeserver(config)
+
+    def _watch_homeserver(self, config: Config) -> None:
+        from appliance.homeserver import watch
+
+        grace = self._homeserver_grace or watch.GRACE
+        store = self.store
+
+        async def pending() -> int:
+            return len(await store.inbox.pending())
+
+        self.homeserver_watch = watch.HomeserverWatch(
+            config.bridge.homeserver_url,
+            restart=self._restart_homeserver or watch.restart_systemd_unit(),
+            notify=self.bridge.notify_owners,
+            pending=pending,
+            grace=grace,
+            interval=min(watch.INTERVAL, grace / 4),
+        )
+        self.homeserver_watch.start()
 
     def _stamps(self) -> tuple[float, ...]:
         stamps = []
@@ -241,6 +273,8 @@ class Appliance:
             log.info("line membership reloaded")
 
     async def stop(self) -> None:
+        if self.homeserver_watch is not None:
+            await self.homeserver_watch.stop()
         if self._reload_task is not None:
             self._reload_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -18,15 +18,34 @@ matrix-nio client as the family member, long-polling /sync. Measured from outsid
   the appservice transaction), and row enqueued -> PDU at the simulator (its SentSms.at). The
   simulator adds no delay of its own (no `slow` fault; it answers AT+CMGS as it reads it),
   so the second figure is the line's own overhead plus the AT exchange over the pty;
+- the bridge's own share per text: +CMTI -> row DELIVERED (the homeserver accepted the event
+  PUT) minus Synapse's own time for that PUT, event by event, so neither the homeserver nor the
+  client's /sync is in it (but the SMS line's commit and the AT exchange are);
+- whole-process CPU per text (utime + stime from /proc/<pid>/stat), for the appliance's `run`
+  process and for Synapse, over the inbound burst (N_BURST texts) and an outbound backlog
+  (N_OUT_BURST messages sent by the client to one conversation); each includes everything
+  the process does meanwhile (the line, the bridge, logging, timers; for Synapse also the
+  client's /sync);
+- bytes written per text both ways: the run process's write_bytes (/proc/<pid>/io: the store's
+  and bridge.db's WAL appends, the checkpoints SQLite runs in that process, the log), plus a
+  checkpoint this bench forces at the end of each phase so that WAL frames not yet copied
+  back into the databases are counted too;
 - the appliance process's RSS (/proc/<pid>/status VmRSS): idle, the peak during a burst of
   N_BURST texts, and after the burst; plus how long that burst took to reach the client.
+
+Sizes: N_LATENCY, N_OUT, N_BURST and N_OUT_BURST, or TEXTBRIDGE_BENCH_SCALE (e.g. 0.2) for a
+quick run on a loaded machine. TEXTBRIDGE_BENCH_PYSPY=<py-spy binary> records the run process
+during the inbound burst and the outbound backlog (collapsed stacks, next to the bench's
+output as profile-inbound.txt and profile-outbound.txt in TEXTBRIDGE_BENCH_PROFILES or /tmp).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -49,9 +68,11 @@ from appliance.homeserver.registration import Registration
 from appliance.homeserver.synapse import SynapseAdapter, SynapseServer, free_port
 from appliance.sim.modem import ModemSimulator
 
-N_LATENCY = 120
-N_OUT = 100
-N_BURST = 500
+_SCALE = float(os.environ.get("TEXTBRIDGE_BENCH_SCALE", "1"))
+N_LATENCY = max(10, int(120 * _SCALE))
+N_OUT = max(10, int(100 * _SCALE))
+N_BURST = max(20, int(500 * _SCALE))
+N_OUT_BURST = max(20, int(200 * _SCALE))
 SERVER_NAME = "textbridge.bench"
 NUMBER = "+4915112345678"
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +91,83 @@ def rss_kib(pid: int) -> tuple[int, int]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0])
     return values["VmRSS"], values["VmHWM"]
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a whole process (every thread), from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def write_bytes(pid: int | str = "self") -> int:
+    """Bytes the process sent to the block layer (dirtied pages and direct writes)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def checkpoint_bytes(paths: list[Path]) -> int:
+    """Copy what is left in each database's WAL back into the database (what the run
+    process would do at its next auto-checkpoint) and return the bytes that took."""
+    before = write_bytes()
+    for path in paths:
+        if not path.exists():
+            continue
+        conn = sqlite3.connect(path, timeout=10)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.close()
+    return write_bytes() - before
+
+
+class Meter:
+    """CPU seconds of the run process and Synapse, and the bytes the run process wrote,
+    from one mark to the next."""
+
+    def __init__(self, run_pid: int, synapse_pid: int, databases: list[Path]) -> None:
+        self.pids = {"run": run_pid, "synapse": synapse_pid}
+        self.databases = databases
+        self._cpu: dict[str, float] = {}
+        self._bytes = 0
+
+    def start(self) -> None:
+        checkpoint_bytes(self.databases)  # earlier phases' frames are not this phase's
+        self._cpu = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        self._bytes = write_bytes(self.pids["run"])
+
+    def stop(self) -> tuple[dict[str, float], int]:
+        cpu = {k: cpu_seconds(p) - self._cpu[k] for k, p in self.pids.items()}
+        written = write_bytes(self.pids["run"]) - self._bytes
+        return cpu, written + checkpoint_bytes(self.databases)
+
+
+class Profiler:
+    """py-spy on the run process for one phase, if asked for (a developer's tool, not a
+    dependency)."""
+
+    def __init__(self, pid: int, name: str) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        spy = os.environ.get("TEXTBRIDGE_BENCH_PYSPY")
+        if not spy:
+            return
+        out = Path(os.environ.get("TEXTBRIDGE_BENCH_PROFILES", "/tmp")) / f"profile-{name}.txt"
+        self.proc = subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--rate", "250", "--threads", "--nonblocking",
+             "--format", "raw", "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # attached before the phase starts
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
 
 
 class InboxWatcher(threading.Thread):
@@ -331,7 +429,7 @@ owner = {json.dumps(mxid)}
             line_part: list[float] = []
             bridge_part: list[float] = []
             rest_part: list[float] = []
-            latency_rows: list[tuple[int, float]] = []
+            latency_rows: list[tuple[int, float, float]] = []
             for i in range(N_LATENCY):
                 body = f"latency {i:04d}"
                 t0 = time.time()
@@ -346,7 +444,9 @@ owner = {json.dumps(mxid)}
                 assert row is not None and "delivered" in row, f"no store row for {body}"
                 line_part.append(row["committed"] - t0)
                 bridge_part.append(row["delivered"] - row["committed"])
-                latency_rows.append((row["id"], row["delivered"] - row["committed"]))
+                latency_rows.append(
+                    (row["id"], row["delivered"] - row["committed"], row["delivered"] - t0)
+                )
                 rest_part.append(seen - row["delivered"])
                 await asyncio.sleep(0.05)
 
@@ -402,8 +502,12 @@ owner = {json.dumps(mxid)}
                     peak = max(peak, rss_kib(proc.pid)[0])  # type: ignore[union-attr]
                     await asyncio.sleep(0.1)
 
+            assert server.pid is not None
+            meter = Meter(proc.pid, server.pid, [data / "textbridge.db", data / "bridge.db"])
             sampler = asyncio.create_task(sample())
             sweeps_before = await line_counter(data / "control.sock", "sweeps")
+            profiler = Profiler(proc.pid, "inbound")
+            meter.start()
             t0 = time.time()
             bodies = [f"burst {i:04d}" for i in range(N_BURST)]
             for body in bodies:
@@ -413,6 +517,10 @@ owner = {json.dumps(mxid)}
                 await client.wait_seen(body, 600)
             burst_done = time.time() - t0
             burst_lat = [client.seen[b] - t0 for b in bodies]
+            while not all((r := watcher.row(b)) and "delivered" in r for b in bodies):
+                await asyncio.sleep(0.05)
+            in_cpu, in_bytes = meter.stop()
+            profiler.stop()
             sampling = False
             await sampler
             after_burst_rss, hwm = rss_kib(proc.pid)
@@ -425,11 +533,48 @@ owner = {json.dumps(mxid)}
                 1 for i in range(1, len(store_ids)) if store_ids[i] < max(store_ids[:i])
             )
             committed_all = max(r["committed"] for r in burst_rows if r) - t0
+            # An outbound backlog: the client sends N_OUT_BURST messages to one conversation
+            # as fast as Synapse takes them; the line sends each when the modem confirmed the
+            # one before.
+            print(f"outbound backlog of {N_OUT_BURST}…", file=sys.stderr, flush=True)
+            out_bodies = [f"backlog {i:04d}" for i in range(N_OUT_BURST)]
+            profiler = Profiler(proc.pid, "outbound")
+            meter.start()
+            t_out = time.time()
+            for body in out_bodies:
+                resp = await client.client.room_send(
+                    room_id, "m.room.message", {"msgtype": "m.text", "body": body}
+                )
+                assert isinstance(resp, nio.RoomSendResponse), resp
+            out_sent_at = time.time()
+            db = sqlite3.connect(f"file:{data / 'textbridge.db'}?mode=ro", uri=True)
+            deadline = time.monotonic() + 600
+            while True:
+                left = db.execute(
+                    "SELECT count(*) FROM outbox WHERE request_id IS NOT NULL AND state IN "
+                    "('queued', 'sending')"
+                ).fetchone()[0]
+                reached = {p.text for p in sim.network.sent}
+                if left == 0 and all(b in reached for b in out_bodies):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the outbound backlog did not drain")
+                await asyncio.sleep(0.01)
+            db.close()
+            backlog_done = time.time() - t_out
+            out_cpu, out_bytes = meter.stop()
+            profiler.stop()
+            backlog_at = [p.at for p in sim.network.sent if p.text in set(out_bodies)]
+            backlog_gaps = [b - a for a, b in itertools.pairwise(backlog_at)]
+            backlog_order = [p.text for p in sim.network.sent if p.text in set(out_bodies)]
+
             # Synapse's own account of each event the bridge sent (its access log), to split
             # the bridge's share into the homeserver's time and the bridge's own.
             handled = synapse_send_times(server.log_path)
-            synapse_part = [handled[i] for i, _ in latency_rows if i in handled]
-            bridge_own = [d - handled[i] for i, d in latency_rows if i in handled]
+            synapse_part = [handled[i] for i, _, _ in latency_rows if i in handled]
+            bridge_own = [d - handled[i] for i, d, _ in latency_rows if i in handled]
+            # +CMTI -> PUT accepted, minus the homeserver's time for that event.
+            own_share = [whole - handled[i] for i, _, whole in latency_rows if i in handled]
             order_ok = sorted(bodies, key=lambda b: client.seen[b]) == bodies
         finally:
             # The processes first: nothing may outlive the run, whatever fails below.
@@ -469,10 +614,25 @@ owner = {json.dumps(mxid)}
         print(row("    of which Synapse handling the event PUT", synapse_part))
         print(row("    of which the bridge's own (the rest)", bridge_own))
     print(row("  Synapse -> /sync long-poll -> nio", rest_part))
+    if own_share:
+        print(row("bridge's own share: +CMTI -> PUT ok, - Synapse", own_share))
     print(row("outbound nio room_send round trip", nio_rtt))
     print(row("outbound nio send -> outbox row enqueued", to_enqueue))
     print(row("outbound row enqueued -> PDU at the modem", to_pdu))
     print(row(f"burst: deliver -> in the client, all {N_BURST}", burst_lat))
+    if backlog_gaps:
+        print(row("outbound backlog: gap between texts at the modem", backlog_gaps))
+    print()
+    print(f"{'cost per text (whole processes)':<52} {'run':>9} {'Synapse':>9}")
+    print(f"{f'inbound CPU per text, burst of {N_BURST} (ms)':<52} "
+          f"{in_cpu['run'] / N_BURST * ms:>9.2f} {in_cpu['synapse'] / N_BURST * ms:>9.2f}")
+    out_run, out_syn = (out_cpu[k] / N_OUT_BURST * ms for k in ("run", "synapse"))
+    print(f"{f'outbound CPU per text, backlog of {N_OUT_BURST} (ms)':<52} "
+          f"{out_run:>9.2f} {out_syn:>9.2f}")
+    print(f"{'inbound bytes written per text, WAL + checkpoints (KiB)':<52} "
+          f"{in_bytes / N_BURST / 1024:>9.1f}")
+    print(f"{'outbound bytes written per text, WAL + checkpoints (KiB)':<52} "
+          f"{out_bytes / N_OUT_BURST / 1024:>9.1f}")
     print()
     print(f"{'throughput and memory':<52} {'value':>9}")
     print(f"{'burst: handed to the network in (s)':<52} {delivered - t0:>9.2f}")
@@ -482,6 +642,12 @@ owner = {json.dumps(mxid)}
     print(f"{'burst: arrived in the client in network order':<52} {'yes' if order_ok else 'NO':>9}")
     print(f"{'burst: texts stored behind a later one':<52} {store_misordered:>9}")
     print(f"{'burst: AT+CMGL sweeps by the line meanwhile':<52} {sweeps:>9}")
+    print(f"{f'outbound backlog: {N_OUT_BURST} taken by Synapse in (s)':<52} "
+          f"{out_sent_at - t_out:>9.2f}")
+    print(f"{'outbound backlog: all at the modem after (s)':<52} {backlog_done:>9.2f}")
+    in_order = backlog_order == out_bodies
+    print(f"{'outbound backlog: sent in the order written, once':<52} "
+          f"{'yes' if in_order else 'NO':>9}")
     print(f"{'appliance RSS idle, after warm-up (MiB)':<52} {idle_rss / 1024:>9.1f}")
     print(f"{'appliance RSS after latency runs (MiB)':<52} {after_latency_rss / 1024:>9.1f}")
     print(f"{'appliance RSS peak during the burst (MiB)':<52} {peak / 1024:>9.1f}")

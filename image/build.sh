@@ -15,7 +15,7 @@
 #                       mcopy), so no loop devices are needed
 #           publish     .img.xz, .sha256 and a Raspberry Pi Imager repository JSON
 #
-# Usage: image/build.sh [all|base|wheelhouse|rootfs|disk|publish|inputs-hash|status]
+# Usage: image/build.sh [all|preflight|base|wheelhouse|rootfs|disk|publish|inputs-hash|status|settings DIR]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -29,8 +29,8 @@ CACHE="$WORK/cache"
 LOGS="$OUT/logs"
 R="$WORK/rootfs"
 VERSION="${VERSION:-$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$TOP/pyproject.toml" | head -n1)}"
-# The default (Tuwunel) image is textbridge-<version>-arm64; a Synapse build says so in its name.
-if [ "$HOMESERVER" = tuwunel ]; then NAME="textbridge-$VERSION-arm64"; else NAME="textbridge-$VERSION-$HOMESERVER-arm64"; fi
+# The name says which homeserver the image carries: textbridge-<version>-synapse-arm64.
+NAME="textbridge-$VERSION-$HOMESERVER-arm64"
 IMG="$OUT/$NAME.img"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$TOP" log -1 --format=%ct 2>/dev/null || date +%s)}"
 export LC_ALL=C.UTF-8
@@ -166,24 +166,55 @@ app_wheel() {  # the appliance itself, built from a clean copy of the package (-
 }
 
 # --- stage: rootfs ---------------------------------------------------------------------------
-tuwunel_deb() {  # -> TUWUNEL_FILE
+# --- preflight: everything that can fail in seconds, before mmdebstrap and the slow stages --
+TUWUNEL_ASSET="v$TUWUNEL_VERSION-release-all-aarch64-v8-linux-gnu-tuwunel.deb"
+tuwunel_help() {
+  printf '%s' "download $TUWUNEL_ASSET from Tuwunel's v$TUWUNEL_VERSION release on a machine that can reach it, check its sha256, then run: make image HOMESERVER=tuwunel TUWUNEL_DEB=/path/to/$TUWUNEL_ASSET TUWUNEL_SHA256=<that sha256> (and pin that sha256 in image/recipe.conf). \`make image\` alone builds the Synapse image"
+}
+tuwunel_deb() {  # a verified Tuwunel package, or one message saying what to do -> TUWUNEL_FILE
+  [[ "$TUWUNEL_SHA256" =~ ^[0-9a-f]{64}$ ]] ||
+    die "Tuwunel $TUWUNEL_VERSION has no verified checksum (TUWUNEL_SHA256 is ${TUWUNEL_SHA256:-empty}): $(tuwunel_help)"
+  local got
   if [ -n "$TUWUNEL_DEB" ]; then
+    [ -s "$TUWUNEL_DEB" ] || die "TUWUNEL_DEB=$TUWUNEL_DEB: no such file, or it is empty: $(tuwunel_help)"
     TUWUNEL_FILE="$TUWUNEL_DEB"
   else
-    TUWUNEL_FILE="$CACHE/tuwunel-$TUWUNEL_VERSION-arm64.deb"
+    TUWUNEL_FILE="$CACHE/tuwunel-$TUWUNEL_VERSION-$TUWUNEL_SHA256.deb"
     if ! [ -s "$TUWUNEL_FILE" ]; then
+      command -v curl >/dev/null || die "curl is needed to download Tuwunel (apt-get install curl), or: $(tuwunel_help)"
       say "tuwunel: downloading $TUWUNEL_URL"
-      curl -fL --retry 3 -o "$TUWUNEL_FILE.part" "$TUWUNEL_URL" ||
-        die "cannot download Tuwunel ($TUWUNEL_URL). Pass TUWUNEL_DEB=/path/to/tuwunel.deb, or build with HOMESERVER=synapse"
+      # Short timeouts: with no way out to the release this must fail in seconds, not hang.
+      if ! curl -fsSL --connect-timeout 10 --retry 2 --retry-max-time 20 --max-time 900 \
+          -o "$TUWUNEL_FILE.part" "$TUWUNEL_URL" 2>"$TUWUNEL_FILE.err"; then
+        got="$(tr '\n' ' ' < "$TUWUNEL_FILE.err")"; rm -f "$TUWUNEL_FILE.part" "$TUWUNEL_FILE.err"
+        die "cannot download Tuwunel from $TUWUNEL_URL (${got% }): $(tuwunel_help)"
+      fi
+      rm -f "$TUWUNEL_FILE.err"
+      got="$(sha256sum "$TUWUNEL_FILE.part" | cut -d' ' -f1)"
+      if [ "$got" != "$TUWUNEL_SHA256" ]; then
+        rm -f "$TUWUNEL_FILE.part"
+        die "the Tuwunel package from $TUWUNEL_URL has sha256 $got, not the pinned $TUWUNEL_SHA256; nothing was built: $(tuwunel_help)"
+      fi
       mv "$TUWUNEL_FILE.part" "$TUWUNEL_FILE"
     fi
   fi
-  [ -s "$TUWUNEL_FILE" ] || die "no Tuwunel package at $TUWUNEL_FILE"
-  if [ "$TUWUNEL_SHA256" != skip ]; then
-    local got; got="$(sha256sum "$TUWUNEL_FILE" | cut -d' ' -f1)"
-    [ "$got" = "$TUWUNEL_SHA256" ] ||
-      die "Tuwunel package sha256 is $got, the recipe pins $TUWUNEL_SHA256 (set TUWUNEL_SHA256 in image/recipe.conf)"
-  fi
+  got="$(sha256sum "$TUWUNEL_FILE" | cut -d' ' -f1)"
+  [ "$got" = "$TUWUNEL_SHA256" ] ||
+    die "$TUWUNEL_FILE has sha256 $got, not the pinned $TUWUNEL_SHA256; nothing was built: $(tuwunel_help)"
+}
+preflight() {
+  case "$HOMESERVER" in
+    synapse) ;;
+    tuwunel) tuwunel_deb ;;
+    *) die "HOMESERVER must be synapse (the default) or tuwunel, not $HOMESERVER" ;;
+  esac
+}
+
+homeserver_version() {  # what the recipe puts in, for image-release and the image test
+  case "$HOMESERVER" in
+    tuwunel) echo "$TUWUNEL_VERSION" ;;
+    synapse) sed -n 's/^matrix-synapse==\([^ ]*\).*/\1/p' "$TOP/requirements/synapse.lock" | head -n1 ;;
+  esac
 }
 
 write_settings() {
@@ -225,21 +256,31 @@ CONF
 [Unit]
 ConditionPathExists=$cfg
 CONF
+  if [ "$HOMESERVER" = tuwunel ]; then
+    # Tuwunel (1.9) pings the sd_notify watchdog at half this interval; Synapse pings none,
+    # so only Tuwunel gets one. The bridge's own check of /_matrix/client/versions covers
+    # both (appliance/homeserver/watch.py).
+    cat >> "$R/etc/systemd/system/textbridge-homeserver.service.d/kind.conf" <<CONF
+[Service]
+WatchdogSec=2min
+CONF
+  fi
   cat > "$R/etc/textbridge/image-release" <<CONF
 TEXTBRIDGE_VERSION=$VERSION
 HOMESERVER=$HOMESERVER
+HOMESERVER_VERSION=$(homeserver_version)
 INPUTS=$(inputs_hash)
 BUILT=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 CONF
 }
 
 stage_rootfs() {
+  preflight
   need_root; need_binfmt
   stage_base
   stage_wheelhouse runtime; local rt="$WHEELS"
   local syn=""
   if [ "$HOMESERVER" = synapse ]; then stage_wheelhouse synapse; syn="$WHEELS"; fi
-  [ "$HOMESERVER" = tuwunel ] && tuwunel_deb
   app_wheel
   local t0=$SECONDS
   say "rootfs: copying the base"
@@ -428,6 +469,7 @@ stage_all() {
   if [ -s "$IMG.xz" ] && [ -s "$WORK/inputs.hash" ] && [ "$(cat "$WORK/inputs.hash")" = "$(inputs_hash)" ]; then
     say "image: $NAME.img.xz is up to date (inputs $(inputs_hash))"; return
   fi
+  preflight
   rm -f "$WORK/inputs.hash"
   stage_rootfs
   stage_disk
@@ -437,6 +479,10 @@ stage_all() {
 
 case "${1:-all}" in
   all) stage_all ;;
+  preflight) preflight ;;
+  # The build-time settings (/etc/default/textbridge, config.toml, the homeserver unit's
+  # drop-in) written into DIR instead of the root filesystem: for tests/test_systemd_units.py.
+  settings) R="${2:?usage: build.sh settings DIR}"; mkdir -p "$R/etc/default"; write_settings ;;
   base) stage_base ;;
   wheelhouse) stage_wheelhouse runtime; stage_wheelhouse synapse ;;
   rootfs) stage_rootfs ;;

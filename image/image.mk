@@ -1,20 +1,26 @@
 # The flashable image. Included from the top Makefile (`include image/image.mk`).
-#   make image                      -> build/textbridge-<version>-arm64.img.xz (+ .sha256 and a
-#                                      Raspberry Pi Imager repository JSON), Tuwunel inside;
-#                                      TUWUNEL_DEB=/path/to/tuwunel.deb to use a local package
-#   make image HOMESERVER=synapse   -> build/textbridge-<version>-synapse-arm64.img.xz
+#   make image                      -> build/textbridge-<version>-synapse-arm64.img.xz (+ .sha256
+#                                      and a Raspberry Pi Imager repository JSON): Synapse inside,
+#                                      the flavour `make image-test` proves
+#   make image HOMESERVER=tuwunel   -> build/textbridge-<version>-tuwunel-arm64.img.xz, Tuwunel
+#                                      pinned in image/recipe.conf; TUWUNEL_DEB=/path/to/the.deb
+#                                      and TUWUNEL_SHA256=... to use a local, checked package
 #   make image-test                 -> builds the Synapse image (or reuses the build with the
 #                                      same inputs) and boots it under qemu-system-aarch64
 # Needs root (mmdebstrap --mode=root, chroot) and binfmt_misc for arm64 (qemu-user-static).
 # Every build logs to build/logs/.
 
-HOMESERVER ?= tuwunel
+HOMESERVER ?= synapse
 IMAGE_TEST_HOMESERVER ?= synapse
 IMAGE_VARS = HOMESERVER=$(HOMESERVER) $(if $(TUWUNEL_DEB),TUWUNEL_DEB=$(TUWUNEL_DEB)) $(if $(TUWUNEL_SHA256),TUWUNEL_SHA256=$(TUWUNEL_SHA256)) $(if $(IMAGE_BASE_URL),IMAGE_BASE_URL=$(IMAGE_BASE_URL))
 
 .PHONY: image image-test
 
-image: deps-image
+# The preflight runs first, before any package is installed: a Tuwunel build that cannot get
+# a verified package stops in seconds with one message, not an hour into the build.
+image:
+	@$(IMAGE_VARS) image/build.sh preflight
+	@scripts/install-deps base image
 	@mkdir -p build/logs
 	@log=build/logs/image-$(HOMESERVER)-$$(date -u +%Y%m%dT%H%M%SZ).log; \
 	  echo "image: logging to $$log"; \

@@ -17,6 +17,9 @@ import os
 import sys
 
 
+FLAVOURS = {"synapse": "Synapse", "tuwunel": "Tuwunel"}
+
+
 def sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -35,10 +38,13 @@ def main() -> int:
     ap.add_argument("--release-date", required=True)
     args = ap.parse_args()
     name = os.path.basename(args.xz)
+    # The flavour is in the name: the Imager's list shows names, and the Synapse and Tuwunel
+    # images of one version must not look alike there.
+    flavour = FLAVOURS.get(args.homeserver, args.homeserver)
     entry = {
-        "name": f"Textbridge {args.version}",
+        "name": f"Textbridge {args.version} ({flavour})",
         "description": "Your family's phone texts in Matrix: SMS bridge appliance with its "
-        f"own homeserver ({args.homeserver}). Debian trixie, 64-bit.",
+        f"own homeserver, {flavour}. Debian trixie, 64-bit.",
         "url": args.base_url + name,
         "extract_size": os.path.getsize(args.image),
         "extract_sha256": sha256(args.image),

@@ -201,7 +201,7 @@ def test_big_output_is_chunked_with_flow_control(sim: tuple[SimPhone, AdbSimServ
 
 def test_shell_quoting_is_honoured(sim: tuple[SimPhone, AdbSimServer]) -> None:
     phone, _ = sim
-    from appliance.adbsim.device import Shell
+    from appliance.adbsim.shell import Shell
 
     assert Shell(phone).run("echo 'a;b' \"c $(echo d)\" e\\;f") == "a;b c d e;f\n"
     assert phone.rebooted == 0
@@ -212,7 +212,7 @@ def test_shell_quoting_is_honoured(sim: tuple[SimPhone, AdbSimServer]) -> None:
 def test_unquoted_substitution_runs_on_the_phone(sim: tuple[SimPhone, AdbSimServer]) -> None:
     # The simulator must punish a quoting bug the way a phone would.
     phone, _ = sim
-    from appliance.adbsim.device import Disconnect, Shell
+    from appliance.adbsim.shell import Disconnect, Shell
 
     with pytest.raises(Disconnect):
         Shell(phone).run('am start --es sms_body "hi $(reboot)"')

@@ -566,7 +566,7 @@ async def test_bot_commands_answer(bridge_stack: BridgeStack) -> None:
 
     await ask("help", "contacts import")
     await ask("frobnicate the modem", "I did not understand that")
-    await ask("lines", f"modem, modem; members: {stack.owner.mxid}, {stack.member.mxid}")
+    await ask("lines", f"Modem (line modem); members: {stack.owner.mxid}, {stack.member.mxid}")
     await ask("status", "Line modem: not running.")
     await ask("new ACMEBANK", "is not a phone number I can text")
     await ask("new", "Which number?")

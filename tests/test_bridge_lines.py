@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from appliance.line import LineState
+from appliance.phonenum import format_display
 from appliance.store.models import OutboxState
 from tests.plugins.bridge import BridgeStack, Member, eventually, notices
 from tests.plugins.lines import NUMBER, TwoLines, texts
@@ -337,7 +338,8 @@ async def test_bridge_db_from_before_line_selection_keeps_its_portals(tmp_path: 
     db = bridge_db.BridgeDB(path)
     await db.start()
     try:
-        assert await db.db.fetchval("SELECT version FROM bridge_version") == 3
+        latest = len(bridge_db.upgrade_table.upgrades)  # upgraded to the newest version
+        assert await db.db.fetchval("SELECT version FROM bridge_version") == latest
         portal = await db.portal("modem", NUMBER)
         assert portal is not None and portal.room_id == "!old:test" and portal.ready
         assert await db.portal("phone", NUMBER) is None
@@ -433,3 +435,54 @@ async def test_texts_keep_their_order_when_the_phone_comes_back(two_lines: TwoLi
     third = await anna.say(room, "Drei")
     await until(lambda: f"{name}: Drei" in t.phone_sent(), 30, "through the phone")
     assert (await t.row(third)).request.line_id == "phone"
+
+
+async def test_a_new_number_gets_one_short_notice_before_its_first_text(
+    two_lines: TwoLines,
+) -> None:
+    """A new number's first text, through the line that is not first in the room (the
+    modem): one notice before the text (SMS is not end-to-end encrypted), not three (that,
+    "This chat goes through…" and "Received as SMS…"). The route is in the topic; a
+    change of line later is still said."""
+    t, stack = two_lines, two_lines.stack
+    t.sim.network.deliver(NUMBER, "Erste SMS")
+    room = await stack.portal_room(NUMBER, "modem", timeout=30)
+    anna = stack.client(stack.owner)
+    await anna.join(room)
+    ghost = stack.ghost(NUMBER)
+    await anna.wait_for(room, texts(ghost, "Erste SMS"), timeout=30)
+    timeline = await anna.messages(room)
+    first = next(i for i, e in enumerate(timeline) if texts(ghost, "Erste SMS")(e))
+    before = [e["content"]["body"] for e in timeline[:first] if notices(stack.bot)(e)]
+    assert len(before) == 1, before
+    assert "not end-to-end encrypted" in before[0]
+    assert "Route: auto" in (await room_state(anna, room, "m.room.topic"))["topic"]
+
+    t.device.phone.receive(NUMBER, "Jetzt per RCS")
+    await anna.wait_for(room, texts(ghost, "Jetzt per RCS"), timeout=30)
+    assert await anna.wait_for(room, says(stack, "Received through the phone (line phone)"))
+    bot_notices = [e for e in await anna.messages(room) if notices(stack.bot)(e)]
+    assert len(bot_notices) == 2, [e["content"]["body"] for e in bot_notices]
+
+
+async def test_the_bot_names_lines_as_a_person_knows_them(two_lines: TwoLines) -> None:
+    """`lines` and `status` say "Phone, Pixel 7" and "Modem, SIM +49 …", each with the id
+    that `!line` and `new` take."""
+    t, stack = two_lines, two_lines.stack
+    anna = stack.client(stack.owner)
+    mgmt = await stack.management_room(stack.owner)
+    await anna.join(mgmt)
+    number = format_display(t.sim.own_number, "DE")
+    for command in ("lines", "status"):
+        await anna.say(mgmt, command)
+        (answer,) = await anna.wait_for(
+            mgmt, lambda e, c=command: notices(stack.bot)(e) and command_answer(e, c),
+            timeout=30)
+        body = answer["content"]["body"]
+        assert "Phone, Pixel 7 (line phone)" in body, body
+        assert f"Modem, SIM {number} (line modem)" in body, body
+
+
+def command_answer(event: dict[str, Any], command: str) -> bool:
+    body = str(event["content"]["body"])
+    return body.startswith("Your lines:") if command == "lines" else "Waiting to send" in body

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from appliance.config import ModemConfig
+from appliance.phonenum import format_display
 from appliance.sim.modem import ModemSimulator
 from appliance.sms.line import SmsLine
 from appliance.store import Store
@@ -36,6 +37,8 @@ async def test_sms_to_matrix_and_back(
         stack.store,
         on_event=bridge.on_line_event,
     )
+    # Trouble is told once it has held texts up this long (a minute on the appliance).
+    line.notice_after = 2.0
     stack.lines["modem"] = line  # the bridge holds this dict: status and wake reach the line
     await line.start()
     try:
@@ -96,11 +99,13 @@ async def _round_trip(stack: BridgeStack, sim: ModemSimulator, line: SmsLine) ->
     mgmt = await stack.management_room(stack.owner)
     await anna.join(mgmt)
     await anna.say(mgmt, "status")
-    (answer,) = await anna.wait_for(
-        mgmt, lambda e: notices(stack.bot)(e) and e["content"]["body"].startswith("Line modem:")
-    )
+    # Named as a person knows the line, with the id that commands take.
     status = line.status()
-    assert f"Line modem: {status.state}." in answer["content"]["body"]
+    name = f"Modem, SIM {format_display(sim.own_number, 'DE')} (line modem)"
+    (answer,) = await anna.wait_for(
+        mgmt, lambda e: notices(stack.bot)(e) and e["content"]["body"].startswith(name)
+    )
+    assert f"{name}: {status.state}." in answer["content"]["body"]
     if status.operator:
         assert status.operator in answer["content"]["body"]
 

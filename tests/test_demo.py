@@ -135,6 +135,8 @@ async def test_demo_prints_banner_and_exits(tmp_path: Path) -> None:
     assert banner.homeserver_url == f"http://127.0.0.1:{ports.homeserver}"
     assert banner.control == f"127.0.0.1:{ports.sim}"
     assert banner.member == "@alex:textbridge.local"
+    # Which account is which: the member is for chatting, the owner comes from the wizard.
+    assert "for chatting; the setup wizard creates the owner" in banner.text
     assert len(banner.password) >= 16
     # The banner is all a person gets: the password must work, and nothing secret but it
     # (no appservice token) may be printed.
@@ -265,6 +267,17 @@ async def wait_for_text(
     raise AssertionError(f"{body!r} did not show up in any room within {timeout} s")
 
 
+async def _wait_notice(client: nio.AsyncClient, room_id: str, words: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        resp = await client.room_messages(room_id, start="", limit=50)
+        assert isinstance(resp, nio.RoomMessagesResponse), resp
+        if any(words in e.source.get("content", {}).get("body", "") for e in resp.chunk):
+            return
+        assert time.monotonic() < deadline, [e.source for e in resp.chunk]
+        await asyncio.sleep(0.5)
+
+
 async def test_demo_end_to_end(tmp_path: Path) -> None:
     _require_synapse()
     state = tmp_path / "demo-state"
@@ -310,6 +323,25 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
         assert out.count("hello back") == 1, out
         assert NUMBER in out, out
 
+        # "Start chat" with the ghost ID the banner prints, as Element X does it (an
+        # encrypted direct chat): the bridge points to the chat that works, and leaves.
+        match = re.search(r'"Start chat" with (@\S+?);', banner.text)
+        assert match and "new +4915112345678" in banner.text, banner.text
+        created = await client.room_create(
+            preset=nio.RoomPreset.trusted_private_chat,
+            is_direct=True,
+            invite=[match.group(1)],
+            initial_state=[
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ],
+        )
+        assert isinstance(created, nio.RoomCreateResponse), created
+        await _wait_notice(client, created.room_id, room_id)
+
         # The tethered phone: an RCS message reaches the family member, the reply goes out
         # through Google Messages' UI on the (simulated) phone.
         said = await network(
@@ -337,6 +369,7 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
             assert resp.status == 200, (resp.status, page[:500])
             assert resp.url.path.startswith("/setup"), resp.url
             assert "<form" in page.lower(), page[:500]
+        await owner_sees_the_family_and_the_log(banner, state)
     finally:
         if client is not None:
             await client.close()
@@ -345,3 +378,43 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
         demo.output += rest.decode(errors="replace")
     assert code == 0, demo.output
     assert "Traceback" not in demo.output, demo.output
+
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def owner_sees_the_family_and_the_log(banner: Banner, state: Path) -> None:
+    """The wizard makes the owner; the family step shows the member the banner printed (the
+    bridge has them on both lines), and the Log page shows the demo's own log: lines about
+    the texts above, never their words (issue 18, items 6 and 8)."""
+    base = banner.web_url.rstrip("/")
+    jar = aiohttp.CookieJar(unsafe=True)  # the web runs on 127.0.0.1, not a domain name
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+
+        async def post(path: str, data: dict[str, str]) -> str:
+            async with http.get(base + path) as resp:
+                match = CSRF.search(await resp.text())
+            assert match, path
+            async with http.post(base + path, data={"csrf": match.group(1), **data}) as resp:
+                text = await resp.text()
+                assert resp.status == 200, (path, resp.status, text[:500])
+                return resp.url.path
+
+        password = "a long enough secret"
+        assert await post("/setup/1", {"name": "Demo Owner", "username": "owner",
+                                       "password": password, "password2": password}) == "/setup/2"
+        assert await post("/setup/2", {}) == "/setup/3"
+        assert await post("/setup/3", {}) == "/setup/4"
+        async with http.get(base + "/setup/4") as resp:
+            family = await resp.text()
+        assert banner.member in family and "Alex" in family, family
+        async with http.get(base + "/logs") as resp:
+            page = await resp.text()
+        assert resp.status == 200
+        assert "SMS from +49151***78 stored" in page, page
+        for words in ("hello back", "rcs hi", "rcs reply"):
+            assert words not in page
+    log_file = state / "textbridge.log"
+    assert log_file.stat().st_mode & 0o777 == 0o600
+    for words in ("hello back", "rcs hi", "rcs reply"):
+        assert words not in log_file.read_text()

@@ -104,6 +104,53 @@ def test_registration_yaml_is_what_a_yaml_reader_sees() -> None:
     assert data["namespaces"]["aliases"] == [] and data["namespaces"]["rooms"] == []
 
 
+def test_namespace_regexes_are_anchored_for_every_homeserver(tmp_path: Path) -> None:
+    """Tuwunel searches a namespace regex (unanchored: Rust's is_match, Python's re.search),
+    Synapse matches it from the start (re.match): with ^ and $ both mean exactly the ghosts
+    and the bot of this server. What each homeserver is given is read back from its file."""
+    server = "textbridge.local"
+    reg = Registration.generate(url="http://127.0.0.1:29340")
+    reg.save(tmp_path / "registration.yaml", server)
+    synapse_script = (
+        "import json, sys, yaml; d = yaml.safe_load(sys.stdin.read());"
+        "print(json.dumps([ns['regex'] for ns in d['namespaces']['users']]))"
+    )
+    synapse_regexes = json.loads(
+        subprocess.run(
+            [str(DEFAULT_PYTHON), "-c", synapse_script],
+            input=(tmp_path / "registration.yaml").read_text(),
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    write_config(tmp_path / "tuwunel.toml", server_name=server, registrations=[reg])
+    table = tomllib.loads((tmp_path / "tuwunel.toml").read_text())["global"]["appservice"]
+    tuwunel_regexes = [ns["regex"] for ns in table["textbridge"]["users"]]
+    assert synapse_regexes == tuwunel_regexes == [
+        r"^@sms_.*:textbridge\.local$",
+        r"^@textbridge:textbridge\.local$",
+    ]
+    ghost, bot = tuwunel_regexes
+    assert re.fullmatch(ghost, "@sms_491701234567:textbridge.local")
+    assert re.fullmatch(bot, "@textbridge:textbridge.local")
+    for other in (
+        "@textbridge:textbridge.localX",
+        "@textbridge:textbridge.local.evil.example",
+        "@sms_1:textbridge.localX",
+        "@sms_1:textbridge.local.evil.example",
+        "@textbridge2:textbridge.local",
+        "@mum:textbridge.local",
+    ):
+        for regex in (ghost, bot):
+            assert not re.fullmatch(regex, other), (regex, other)
+            assert not re.search(regex, other), (regex, other)  # as Tuwunel matches
+            assert not re.match(regex, other), (regex, other)  # as Synapse matches
+    # Both readers get the prefix back from anchored and from older, unanchored files.
+    assert Registration.load(tmp_path / "registration.yaml") == reg
+    assert TuwunelConfig.load(tmp_path / "tuwunel.toml").appservices == (reg,)
+    old = (tmp_path / "registration.yaml").read_text().replace('"^@', '"@').replace('$"', '"')
+    assert "^" not in old and Registration.from_yaml(old) == reg
+
+
 def test_registration_repr_hides_tokens() -> None:
     reg = Registration.generate(url="http://127.0.0.1:1")
     assert reg.as_token not in repr(reg) and reg.hs_token not in repr(reg)

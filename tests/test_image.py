@@ -448,17 +448,41 @@ def test_secure_defaults(vm: VM) -> None:
         )
 
 
+# What the image's homeserver really is, asked of the program itself (not the recipe).
+HOMESERVER_VERSION_CMD = """. /etc/default/textbridge; case "$HOMESERVER" in
+  synapse) /opt/synapse/bin/python -c 'import synapse; print(synapse.__version__)' ;;
+  tuwunel) dpkg-query -W -f '${Version}' tuwunel ;;
+esac"""
+
+
+def homeserver_facts(vm: VM) -> tuple[str, str, str]:
+    """(kind, version the program reports, version the recipe put in image-release)."""
+    release = dict(
+        line.split("=", 1)
+        for line in vm.ssh("cat /etc/textbridge/image-release").splitlines()
+        if "=" in line
+    )
+    running = vm.ssh(HOMESERVER_VERSION_CMD).strip()
+    return release["HOMESERVER"], running, release.get("HOMESERVER_VERSION", "")
+
+
 def test_idle_memory(vm: VM) -> None:
     time.sleep(30)  # let first-boot work settle
+    kind, version, pinned = homeserver_facts(vm)
     rows = []
     for unit in (*SERVICES, "avahi-daemon.service", "systemd-journald.service", "ssh.service"):
         mem = vm.ssh(f"systemctl show -p MemoryCurrent --value {unit}").strip()
         rows.append((unit, int(mem) / 2**20 if mem.isdigit() else float("nan")))
     total = vm.ssh("free -m").splitlines()[1].split()
-    print("\nidle memory (cgroup MemoryCurrent, MiB):")
+    print(f"\nhomeserver: {kind} {version} (the recipe pins {pinned or '?'})")
+    print("idle memory (cgroup MemoryCurrent, MiB):")
     for unit, mib in rows:
-        print(f"  {unit:36s} {mib:8.1f}")
+        label = f"{unit} ({kind} {version})" if unit == "textbridge-homeserver.service" else unit
+        print(f"  {label:52s} {mib:8.1f}")
     print(f"  system used {total[2]} MiB of {total[1]} MiB")
+    vm.facts["homeserver"] = (kind, version)
+    assert kind == HOMESERVER
+    assert version and (not pinned or version.startswith(pinned)), (version, pinned)
     assert all(mib < 512 for _, mib in rows)
 
 
@@ -566,3 +590,36 @@ def test_simulated_sms_reaches_matrix(vm: VM) -> None:
     raise AssertionError(
         f"the text did not reach {mxid}; sim status {vm.sim_call('GET', '/status')}"
     )
+
+
+def test_a_hung_homeserver_is_restarted_by_the_watch(vm: VM) -> None:
+    """SIGSTOP the homeserver as a hang would: after two minutes without an answer on
+    /_matrix/client/versions, the watch in `textbridge run` kills it and the unit's
+    Restart=on-failure starts it again. Last in the file: it takes the homeserver away."""
+
+    def show() -> dict[str, str]:
+        out = vm.ssh("systemctl show textbridge-homeserver.service -p MainPID,NRestarts")
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    before = show()
+    since = vm.ssh("date -u '+%Y-%m-%d %H:%M:%S'").strip()
+    vm.ssh(f"kill -STOP {before['MainPID']}")
+    stopped = time.monotonic()
+    deadline = stopped + 900
+    while time.monotonic() < deadline:
+        now = show()
+        if now["MainPID"] not in ("0", before["MainPID"]) and int(now["NRestarts"]) > int(
+            before["NRestarts"]
+        ):
+            with contextlib.suppress(Exception):
+                code, _ = vm.http("homeserver", "/_matrix/client/versions")
+                if code == 200:
+                    break
+        time.sleep(5)
+    else:
+        raise AssertionError(f"the hung homeserver was not restarted: {show()}")
+    took = time.monotonic() - stopped
+    journal = vm.ssh(f"journalctl -u textbridge.service --since '{since}' --no-pager -o cat")
+    print(f"\nhung homeserver answering again after {took:.0f} s (restarts {show()['NRestarts']})")
+    assert "restarting it" in journal, journal[-2000:]
+    assert took >= 120

@@ -44,7 +44,9 @@ async def test_inbound_group_has_stable_id_name_and_members(phone_line: Any) -> 
     for msg in by_sender.values():
         assert msg.conversation == expected
         assert msg.meta["group_name"] == "Familie"
-    assert by_sender[BEN].meta["members"] == sorted([ANNA, BEN])
+    # Every member, from the phone's conversation, not only the two who wrote.
+    assert by_sender[BEN].meta["members"] == sorted(members)
+    assert by_sender[BEN].meta["members_complete"] is True
     # A later message in the same thread keeps the id.
     h.phone.receive(CARLA, "Und ich Sahne", group="Familie", members=members)
     rows = await h.inbox(3)
@@ -538,3 +540,61 @@ async def test_traffic_both_ways_at_once(phone_line: Any) -> None:
     # Per conversation, in the order they were written.
     to_ben = [s.text for s in h.phone.sent if s.recipients == (BEN,)]
     assert to_ben == ["raus 0", "raus 2", "raus 4"]
+
+
+async def test_group_reply_reaches_every_member_when_only_one_has_written(
+    phone_line: Any,
+) -> None:
+    """Issue 18: one member wrote, the reply went to that member alone as a 1:1 text. The
+    members come from the phone's conversation (its telephony thread), not from senders."""
+    h = await phone_line()
+    h.phone.receive(BEN, "Group hello", group="Family Weekend", members=(BEN, CARLA))
+    (row,) = await h.inbox(1)
+    assert row.message.meta["members"] == sorted([BEN, CARLA])
+    assert row.message.meta["members_complete"] is True
+    row_id = await h.send("Antwort an alle", dest=row.message.conversation)
+    await h.state(row_id, OutboxState.SENT)
+    assert set(h.phone.sent[-1].recipients) == {BEN, CARLA}
+    conv = h.phone.conversation_of(BEN, CARLA, title="Family Weekend")
+    assert conv is not None and conv.history[-1].text == "Antwort an alle"
+
+
+async def test_group_reply_is_refused_when_the_phone_does_not_show_the_members(
+    phone_line: Any,
+) -> None:
+    """Never to a subset: RCS groups the phone keeps out of its conversation list, and two
+    groups that both fit what is known, get FAILED with words saying why and what to do."""
+    h = await phone_line()
+    h.phone.faults.rcs_threads_hidden = True
+    h.phone.receive(BEN, "Group hello", group="Family Weekend", members=(BEN, CARLA))
+    (row,) = await h.inbox(1)
+    assert row.message.meta["members"] == [BEN]
+    assert row.message.meta["members_complete"] is False
+    row_id = await h.send("an wen?", dest=row.message.conversation)
+    failed = await h.state(row_id, OutboxState.FAILED)
+    assert failed.error is not None
+    assert "private text" in failed.error and "on the phone" in failed.error
+    assert h.phone.sent == []
+
+    # Readable, but two groups with Ben whose last message is the same: no guess either.
+    h.phone.faults.rcs_threads_hidden = False
+    h.phone.receive(BEN, "Wer kommt?", group="Chor", members=(BEN, ANNA))
+    h.phone.receive(BEN, "Wer kommt?", group="Team", members=(BEN, CARLA))
+    rows = await h.inbox(3)
+    chor = next(r for r in rows if r.message.meta["group_name"] == "Chor")
+    assert chor.message.meta["members_complete"] is False
+    row_id = await h.send("ich", dest=chor.message.conversation, rid="r2")
+    await h.state(row_id, OutboxState.FAILED)
+    assert h.phone.sent == []
+
+
+async def test_a_sent_row_says_whether_messages_sent_rcs_or_sms(phone_line: Any) -> None:
+    """The send button's description tells: the send status shows the real network."""
+    h = await phone_line()
+    h.phone.receive(ANNA, "per RCS", rcs=True)
+    h.phone.receive(BEN, "per SMS", rcs=False)
+    await h.inbox(2)
+    rcs = await h.send("an Anna", dest=ANNA, rid="r1")
+    sms = await h.send("an Ben", dest=BEN, rid="r2")
+    assert (await h.state(rcs, OutboxState.SENT)).request.meta["network"] == "rcs"
+    assert (await h.state(sms, OutboxState.SENT)).request.meta["network"] == "sms"

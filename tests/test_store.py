@@ -842,3 +842,19 @@ async def test_check_reports_broken_foreign_keys(tmp_path: Path) -> None:
     problems = await s.check()
     await s.close()
     assert problems == ["foreign key: a row of outbox_parts points at a missing outbox row"]
+
+
+async def test_a_different_part_with_a_held_index_is_kept_as_a_variant(store: Store) -> None:
+    f = store.fragments
+    assert (await f.hold("sms", "g", 1, 2, "a1", "g|1|a", T0)).count == 1
+    held = await f.hold("sms", "g", 1, 2, "b1", "g|1|b", T0 + 1)
+    assert (held.group_key, held.count, held.variants) == ("g#2", 1, 2)
+    again = await f.hold("sms", "g", 1, 2, "b1", "g|1|b", T0 + 2)  # a re-read: not twice
+    assert (again.group_key, again.count, again.variants) == ("g#2", 1, 2)
+    assert (await f.hold("sms", "g", 2, 2, "a2", "g|2|a", T0 + 3)).group_key == "g"
+    assert [x.payload for x in await f.family("sms", "g")] == ["a1", "b1", "a2"]
+    assert [x.payload for x in await f.get("sms", "g")] == ["a1", "a2"]
+    stored = await f.complete_family("sms", "g#2", [msg("q", body="a1 b1 a2")])
+    assert [created for _, created in stored] == [True]
+    assert await f.family("sms", "g") == []
+    assert (await f.hold("sms", "g", 1, 2, "b1", "g|1|b", T0 + 4)).count == 0

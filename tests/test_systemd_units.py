@@ -196,6 +196,60 @@ def test_bridge_is_notify_with_watchdog() -> None:
     assert "dialout" in service["SupplementaryGroups"][-1].split()
 
 
+def test_homeserver_is_restarted_when_it_fails_or_is_killed() -> None:
+    """The homeserver watch in `textbridge run` (appliance/homeserver/watch.py) SIGKILLs a
+    homeserver that stopped answering; the unit's restart policy is what starts it again,
+    and the watch may signal it only because both run as the same user."""
+    service = parse(UNITS / "textbridge-homeserver.service")["Service"]
+    unit = parse(UNITS / "textbridge-homeserver.service")["Unit"]
+    bridge = parse(UNITS / "textbridge.service")["Service"]
+    assert service["Type"] == ["notify"]
+    # on-failure covers SIGKILL and a watchdog timeout (not a clean SIGTERM stop).
+    assert service["Restart"] == ["on-failure"]
+    assert int(service["RestartSec"][0]) <= 10
+    # Restarts are limited, but far above what the watch asks for (one per two minutes).
+    assert int(unit["StartLimitBurst"][0]) >= 5 and int(unit["StartLimitIntervalSec"][0]) <= 600
+    assert service["User"] == bridge["User"] == ["textbridge"]
+    assert "WatchdogSec" not in service  # Synapse pings no watchdog: only Tuwunel's drop-in
+
+
+def _settings(homeserver: str, tmp: Path) -> Path:
+    root = tmp / homeserver
+    env = {**os.environ, "OUT": str(tmp / "out"), "HOMESERVER": homeserver}
+    subprocess.run([str(REPO / "image/build.sh"), "settings", str(root)], env=env, check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    return root / "etc/systemd/system/textbridge-homeserver.service.d/kind.conf"
+
+
+def test_only_tuwunel_gets_the_sd_notify_watchdog(tmp_path: Path) -> None:
+    """image/build.sh writes the homeserver unit's drop-in: Tuwunel 1.9 pings WATCHDOG=1 at
+    half of WatchdogSec, so its unit gets the two minutes; a Synapse unit with a watchdog
+    would be killed every two minutes, so it gets none."""
+    tuwunel = parse(_settings("tuwunel", tmp_path))
+    assert tuwunel["Service"]["WatchdogSec"] == ["2min"]
+    assert tuwunel["Unit"]["ConditionPathExists"] == ["/var/lib/textbridge/tuwunel.toml"]
+    synapse = parse(_settings("synapse", tmp_path))
+    assert "Service" not in synapse
+    # The drop-in is valid on top of the unit.
+    root = make_root(tmp_path / "verify")
+    dropin = root / "etc/systemd/system/textbridge-homeserver.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    shutil.copy(_settings("tuwunel", tmp_path), dropin / "kind.conf")
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"--root={root}",
+         str(root / "etc/systemd/system/textbridge-homeserver.service")],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"},
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Unknown key" not in output and "Invalid" not in output, output
+
+
+def test_web_may_read_the_journal_for_its_log_page() -> None:
+    service = parse(UNITS / "textbridge-web.service")["Service"]
+    assert "systemd-journal" in service["SupplementaryGroups"][-1].split()
+
+
 def test_wireguard_apply_is_oneshot_with_net_admin_only() -> None:
     service = parse(UNITS / "textbridge-wireguard.service")["Service"]
     assert service["Type"] == ["oneshot"]

@@ -23,6 +23,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from appliance.phonenum import format_display
 from appliance.web import backup, logs, plots
 from appliance.web.ca import CertificateAuthority
 from appliance.web.state import WebState
@@ -557,6 +558,13 @@ async def test_log_view_hides_contents_and_numbers(web_factory: Any, tmp_path: P
     assert logs.redact("text=hello +44 20 7946 0958 x") == "text=[hidden] ***58 x"
 
 
+async def test_log_view_does_not_show_journalctls_remarks_as_log_lines() -> None:
+    """The real journalctl, for a unit with no entries: it prints "-- No entries --", which
+    the Log page showed as if it were the log (the demo has no such unit)."""
+    unit = f"textbridge-test-{os.getpid()}-none"
+    assert await logs.recent_lines(log_file=None, units=(unit,)) == []
+
+
 # -- the control API and the SIM page -----------------------------------------------------
 
 
@@ -802,7 +810,9 @@ async def test_dashboard_shows_status_and_charts(web_factory: Any, control_stack
     status, text = await c.page("/")
     assert status == 200
     assert "Textbridge Mobile" in text and "GB free" in text
-    assert "Signal strength of modem" in text and "<svg" in text
+    # The line as a person knows it: the modem and its SIM's number.
+    number = format_display(control_stack.sim.own_number, "DE")
+    assert f"Signal strength of Modem, SIM {number}" in text and "<svg" in text
     assert "Running with problems" not in text
     control_stack.health = {"ok": False, "homeserver_reachable": False,
                             "setup_error": "M_FORBIDDEN <b>x</b>"}

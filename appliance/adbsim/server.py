@@ -25,7 +25,8 @@ import time
 from typing import Any
 
 from appliance.adbsim import protocol as p
-from appliance.adbsim.device import Disconnect, SimPhone
+from appliance.adbsim.device import SimPhone
+from appliance.adbsim.shell import Disconnect
 
 log = logging.getLogger(__name__)
 

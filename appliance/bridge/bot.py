@@ -13,6 +13,7 @@ from mautrix.types import RoomCreatePreset, RoomID, UserID
 
 from appliance.bridge import contacts
 from appliance.bridge.config import LineConfig
+from appliance.line import display_name
 from appliance.phonenum import NumberKind, format_display, normalize
 from appliance.store.models import OutboxState
 
@@ -21,17 +22,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HELP = """Textbridge commands (write them here):
-• help — this list
-• lines — the phone lines you can use
-• status — how your lines are doing (network, signal, queue, last error)
-• new <number> [line] — open a chat with a phone number, e.g. new 0151 12345678
-• contacts import — add names for numbers: send a .vcf file (or paste a vCard) here
-• retry [n] — send again a text that failed or may not have gone out
-• cancel [n] — leave such a text unsent
-Texts you write in a contact's room go out as SMS. Where the phone and the modem both reach
-a contact, write !line in that room to see or change the line: !line auto (the phone first,
-SMS through the modem when the phone cannot send), !line phone, !line sms."""
+# Plain text without line breaks inside a sentence (clients show each one): a line is a
+# heading, a list item or a paragraph. {ghost} is a real ghost ID on this homeserver.
+HELP = "\n".join(
+    [
+        "Textbridge commands (write them here):",
+        "• help — this list",
+        "• lines — the phone lines you can use",
+        "• status — how your lines are doing (network, signal, queue, last error)",
+        "• new <number> [line] — open a chat with a phone number, e.g. new +49 151 12345678",
+        "• contacts import — add names for numbers: send a .vcf file (or paste a vCard) here",
+        "• retry [n] — send again a text that failed or may not have gone out",
+        "• cancel [n] — leave such a text unsent",
+        "",
+        "To start a chat with a phone number, write new and the number here, e.g. new +49 151 "
+        "12345678. Or use Start chat in Element and enter the number's Matrix ID: "
+        "{ghost} for +49 151 12345678. Element X makes that chat end-to-end encrypted, which "
+        "Textbridge cannot read, so you get an invitation to the real chat at the top of your "
+        "chat list; write there.",
+        "",
+        "Texts you write in a contact's room go out as SMS. Where the phone and the modem both "
+        "reach a contact, write !line in that room to see or change the line: !line auto (the "
+        "phone first, SMS through the modem when the phone cannot send), !line phone, "
+        "!line sms.",
+    ]
+)
 
 WELCOME = (
     "Hello! This is your Textbridge room. Textbridge puts your family's phone texts into "
@@ -42,6 +57,10 @@ WELCOME = (
 class Bot:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
+
+    def help(self) -> str:
+        ghost = self.bridge.portals.ghost_mxid("+4915112345678", "DE")
+        return HELP.format(ghost=ghost)
 
     def lines_of(self, user: str) -> list[LineConfig]:
         return [line for line in self.bridge.config.lines if user in line.everyone]
@@ -62,7 +81,7 @@ class Bot:
             known = (room_id, False)
         room_id = RoomID(known[0])
         if not known[1]:
-            await bot.send_notice(room_id, f"{WELCOME}\n\n{HELP}")
+            await bot.send_notice(room_id, f"{WELCOME}\n\n{self.help()}")
             await db.set_management_room(user, room_id, ready=True)
         return room_id
 
@@ -85,7 +104,7 @@ class Bot:
         command = words[0].lower().lstrip("!/") if words else ""
         args = words[1:]
         if command == "help":
-            await self.reply(room_id, HELP, event_id)
+            await self.reply(room_id, self.help(), event_id)
         elif command == "lines":
             await self.reply(room_id, self._lines(user), event_id)
         elif command == "status":
@@ -102,7 +121,7 @@ class Bot:
         elif command in ("retry", "cancel"):
             await self._resolve(room_id, user, event_id, command, args)
         else:
-            await self.reply(room_id, f"I did not understand that.\n\n{HELP}", event_id)
+            await self.reply(room_id, f"I did not understand that.\n\n{self.help()}", event_id)
 
     def _lines(self, user: str) -> str:
         mine = self.lines_of(user)
@@ -110,12 +129,18 @@ class Bot:
             return "You are not on any line yet; the owner can add you in the Textbridge setup."
         out = ["Your lines:"]
         for line in mine:
-            transport = self.bridge.lines.get(line.id)
-            own = transport.status().own_number if transport is not None else None
-            number = f" ({format_display(own, line.home_country)})" if own else ""
-            people = ", ".join(line.everyone)
-            out.append(f"• {line.id}{number}, {line.kind}; members: {people}")
+            out.append(f"• {self._name(line)}; members: {', '.join(line.everyone)}")
         return "\n".join(out)
+
+    def _name(self, line: LineConfig) -> str:
+        """"Modem, SIM +49 151 0000001 (line sms)": the name a person knows, and the id
+        that `!line` and `new` take."""
+        transport = self.bridge.lines.get(line.id)
+        if transport is not None:
+            name = display_name(transport.status())
+        else:
+            name = "Phone" if line.kind == "phone" else "Modem"
+        return f"{name} (line {line.id})"
 
     def _status(self, user: str) -> str:
         mine = self.lines_of(user)
@@ -128,7 +153,7 @@ class Bot:
                 out.append(f"Line {line.id}: not running.")
                 continue
             s = transport.status()
-            parts = [f"Line {line.id}: {s.state}. {s.summary}"]
+            parts = [f"{self._name(line)}: {s.state}. {s.summary}"]
             if s.operator:
                 parts.append(f"Operator: {s.operator}.")
             if s.signal_percent is not None:

@@ -36,6 +36,7 @@ from appliance.bridge.bot import Bot
 from appliance.bridge.config import BridgeConfig, validate
 from appliance.bridge.db import BridgeDB
 from appliance.bridge.delivery import Delivery
+from appliance.bridge.encrypted import EncryptedRooms, invite_says_encrypted
 from appliance.bridge.inbound import SEND_TIMEOUT, Inbound, transient
 from appliance.bridge.outbound import Outbound
 from appliance.bridge.portal import Portals
@@ -87,6 +88,7 @@ class Bridge:
         self.outbound = Outbound(self)
         self.router = Router(self)
         self.bot = Bot(self)
+        self.encrypted = EncryptedRooms(self)
         self._line_events: asyncio.Queue[LineEvent] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -340,12 +342,13 @@ class Bridge:
         status: MessageStatus,
         reason: MessageStatusReason | None = None,
         message: str | None = None,
+        network: str = "sms",
     ) -> None:
         """Beeper's message send status (shown by Beeper clients; Element ignores it, which
         is why failures also get a notice)."""
         content = BeeperMessageStatusEventContent(
             relates_to=RelatesTo(rel_type=RelationType.REFERENCE, event_id=event_id),
-            network="sms",
+            network=network,
             status=status,
             reason=reason,
             message=message,
@@ -477,6 +480,13 @@ class Bridge:
             await self._membership(event)
             return
         event_type = event.type.t
+        if event_type == "m.room.encrypted":
+            # Never silent: the bridge cannot read it, so it says so (encrypted.py).
+            await self.encrypted.message(room_id, event_id)
+            return
+        if event_type == "m.room.encryption":
+            await self.encrypted.encryption_enabled(room_id)
+            return
         if event_type not in ("m.room.message", "m.reaction", "m.room.redaction", "m.sticker"):
             return
         # Marked handled only when done: a crash half way means it is handled again when
@@ -513,6 +523,11 @@ class Bridge:
             await self.outbound.handle(portal, line, event_type, sender, event_id, content)
             return
         owner = await self.db.management_user(room_id)
+        moved = owner is None and await self.db.encrypted_room(room_id) is not None
+        if moved and event_type == "m.room.message":
+            # A plain message in a room that moved: it must not vanish either.
+            await self.encrypted.message(room_id, event_id)
+            return
         if owner is not None and event_type == "m.room.message":
             if sender != owner:
                 await self.notice(room_id, "This room belongs to someone else.", reply_to=event_id)
@@ -530,7 +545,13 @@ class Bridge:
             sender = str(event.sender)
             family = any(sender in line.everyone for line in self.config.lines)
             await self.az.intent.join_room(room_id)
-            if family and await self.db.management_room(sender) is None:
+            encrypted = family and (
+                invite_says_encrypted(event)
+                or await self.encrypted.is_encrypted(self.az.intent, room_id)
+            )
+            if encrypted:
+                await self.encrypted.bot_invited(room_id, UserID(sender))
+            elif family and await self.db.management_room(sender) is None:
                 await self.db.set_management_room(sender, room_id, ready=False)
                 await self.bot.ensure_management_room(sender)
             elif not family:
@@ -543,15 +564,21 @@ class Bridge:
                 )
                 await self.az.intent.leave_room(room_id)
         elif membership == Membership.INVITE and self.is_ours(state_key):
-            await self._ghost_invited(room_id, UserID(state_key), UserID(str(event.sender)))
+            inviter = UserID(str(event.sender))
+            encrypted = invite_says_encrypted(event)
+            await self._ghost_invited(room_id, UserID(state_key), inviter, encrypted)
+        elif membership == Membership.JOIN and not self.is_ours(state_key):
+            await self.encrypted.person_joined(room_id, UserID(state_key))
 
-    async def _ghost_invited(self, room_id: RoomID, ghost_id: UserID, inviter: UserID) -> None:
+    async def _ghost_invited(
+        self, room_id: RoomID, ghost_id: UserID, inviter: UserID, encrypted: bool
+    ) -> None:
         """A family member started a chat with a ghost (e.g. Element's "Start chat" with
-        @sms_4915112345678): that room becomes the portal for the number."""
+        @sms_4915112345678): that room becomes the portal for the number, or, if it is
+        end-to-end encrypted (Element X's chats are), the person is moved to the portal."""
         ghost = self.az.intent.user(ghost_id)
         local = ghost_id[1:].split(":", 1)[0][len(self.ghost_prefix) :]
         lines = self.bot.lines_of(inviter)
-        portal = None
         problem = None
         if not local.isdigit():
             problem = "This sender cannot receive texts, so a chat with it cannot be started."
@@ -562,6 +589,8 @@ class Bridge:
             if portal is None:
                 # Another line with the same people may already have this person's room.
                 portal = await self.router.shared_room(lines[0], f"+{local}")
+            if portal is not None and portal.room_id == room_id:
+                return  # a redelivered invite into its own portal
             if portal is not None:
                 problem = (
                     "You already have a chat with this number: "
@@ -569,6 +598,17 @@ class Bridge:
                 )
         await ghost.ensure_registered()
         await ghost.join_room(room_id)
+        if lines and local.isdigit():
+            # Looked at before the existing-chat check: an encrypted room is never adopted,
+            # and whoever started it is shown (and invited back to) the real chat.
+            encrypted = (
+                encrypted
+                or await self.db.encrypted_room(room_id) is not None
+                or await self.encrypted.is_encrypted(ghost, room_id)
+            )
+            if encrypted:
+                await self.encrypted.ghost_invited(room_id, ghost, inviter, lines[0], f"+{local}")
+                return
         if problem is not None:
             await self.notice(room_id, problem, intent=ghost)
             await ghost.leave_room(room_id)

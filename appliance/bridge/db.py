@@ -8,11 +8,15 @@ room for the same contact, so writes are synchronous=FULL like the store's.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mautrix.util.async_db import Connection, Database, UpgradeTable
+
+from appliance.files import private_database
 
 upgrade_table = UpgradeTable(version_table_name="bridge_version", database_name="bridge")
 
@@ -117,6 +121,46 @@ async def _upgrade_v3(conn: Connection) -> None:
 upgrade_table.register(_upgrade_v3, description="line selection: linked lines, routes")
 
 
+async def _upgrade_v4(conn: Connection) -> None:
+    # Rooms that are end-to-end encrypted (started that way from Element X, or turned on
+    # later), which the bridge cannot read: who of ours answers there, the unencrypted
+    # room that took over, and the steps done, so a restart half way finishes the move
+    # instead of making a second room, and the room is never adopted as a portal.
+    await conn.execute(
+        """CREATE TABLE encrypted_room (
+            room_id      TEXT PRIMARY KEY,
+            speaker      TEXT NOT NULL,
+            person       TEXT,
+            line_id      TEXT,
+            conversation TEXT,
+            kind         TEXT NOT NULL,
+            moved_to     TEXT,
+            told         INTEGER NOT NULL DEFAULT 0,
+            left_room    INTEGER NOT NULL DEFAULT 0,
+            noticed_at   INTEGER NOT NULL DEFAULT 0,
+            created_at   INTEGER NOT NULL
+        )"""
+    )
+    await conn.execute("CREATE INDEX encrypted_room_moved ON encrypted_room (moved_to)")
+
+
+upgrade_table.register(_upgrade_v4, description="encrypted rooms and where they moved")
+
+
+@dataclass(frozen=True)
+class EncryptedRoom:
+    room_id: str
+    speaker: str  # the ghost or the bot: who of ours is in the room and answers there
+    person: str | None  # who started it (a chat from Element X) or owns it (management)
+    line_id: str | None
+    conversation: str | None
+    kind: str  # "ghost" | "bot" (started encrypted) | "portal" | "management" (turned on)
+    moved_to: str | None
+    told: bool
+    left_room: bool
+    noticed_at: int
+
+
 @dataclass(frozen=True)
 class Portal:
     line_id: str
@@ -143,7 +187,8 @@ class BridgeDB:
         )
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 (and its -wal/-shm with it): it holds who texts whom.
+        await asyncio.to_thread(private_database, self.path)
         # mautrix's pool cannot be started twice; a bridge stopped and started again (the
         # CLI does on reload) gets a fresh one.
         self.db = self._database()
@@ -271,6 +316,47 @@ class BridgeDB:
         await self.db.execute(
             "DELETE FROM portal_access WHERE room_id=$1 AND user_id=$2", room_id, user_id
         )
+
+    # --- encrypted rooms ---------------------------------------------------------------
+
+    async def encrypted_room(self, room_id: str) -> EncryptedRoom | None:
+        row = await self.db.fetchrow("SELECT * FROM encrypted_room WHERE room_id=$1", room_id)
+        return _encrypted(row) if row else None
+
+    async def add_encrypted_room(
+        self,
+        room_id: str,
+        *,
+        speaker: str,
+        kind: str,
+        person: str | None = None,
+        line_id: str | None = None,
+        conversation: str | None = None,
+    ) -> EncryptedRoom:
+        await self.db.execute(
+            "INSERT INTO encrypted_room (room_id, speaker, person, line_id, conversation, kind,"
+            " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id) DO NOTHING",
+            room_id,
+            speaker,
+            person,
+            line_id,
+            conversation,
+            kind,
+            _now_ms(),
+        )
+        row = await self.encrypted_room(room_id)
+        assert row is not None
+        return row
+
+    async def update_encrypted_room(self, room_id: str, **values: str | int) -> None:
+        for column, value in values.items():
+            await self.db.execute(_ENCRYPTED_UPDATES[column], value, room_id)
+
+    async def encrypted_rooms_moved_to(self, room_id: str) -> list[EncryptedRoom]:
+        rows = await self.db.fetch(
+            "SELECT * FROM encrypted_room WHERE moved_to=$1 ORDER BY created_at", room_id
+        )
+        return [_encrypted(r) for r in rows]
 
     # --- management rooms --------------------------------------------------------------
 
@@ -403,4 +489,26 @@ def _portal(row: object) -> Portal:
         room_id=str(r["room_id"]),  # type: ignore[index]
         kind=str(r["kind"]),  # type: ignore[index]
         ready=bool(r["ready"]),  # type: ignore[index]
+    )
+
+
+_ENCRYPTED_UPDATES = {
+    column: f"UPDATE encrypted_room SET {column}=$1 WHERE room_id=$2"  # noqa: S608 (fixed names)
+    for column in ("moved_to", "told", "left_room", "noticed_at")
+}
+
+
+def _encrypted(row: object) -> EncryptedRoom:
+    r: Any = row  # sqlite3.Row
+    return EncryptedRoom(
+        room_id=str(r["room_id"]),
+        speaker=str(r["speaker"]),
+        person=None if r["person"] is None else str(r["person"]),
+        line_id=None if r["line_id"] is None else str(r["line_id"]),
+        conversation=None if r["conversation"] is None else str(r["conversation"]),
+        kind=str(r["kind"]),
+        moved_to=None if r["moved_to"] is None else str(r["moved_to"]),
+        told=bool(r["told"]),
+        left_room=bool(r["left_room"]),
+        noticed_at=int(r["noticed_at"]),
     )

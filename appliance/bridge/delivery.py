@@ -16,6 +16,7 @@ the row stays unreported and is shown when it is back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,15 @@ class Delivery:
             if not rows:
                 await self.bridge.store.changed.wait(5.0, since=seen)
 
+    def network(self, row: OutboxRow) -> str:
+        """What carried the text, for the send status: "rcs" or "sms" once the phone line
+        has seen which (its send button says), "phone" before that, "sms" on the modem."""
+        said = row.request.meta.get("network")
+        if isinstance(said, str):
+            return said
+        line = self.bridge.config.line(row.request.line_id)
+        return "phone" if line is not None and line.kind == "phone" else "sms"
+
     async def report(self, row: OutboxRow) -> None:
         meta = row.request.meta
         room = meta.get("room_id")
@@ -84,22 +94,23 @@ class Delivery:
         state, before = row.state, row.reported_state
         sender = UserID(row.request.requested_by)
         excerpt = quote(row.request.body)
+        send_status = functools.partial(self.bridge.send_status, network=self.network(row))
         if state in (OutboxState.QUEUED, OutboxState.SENDING):
             if before is not None and before not in (OutboxState.QUEUED, OutboxState.SENDING):
-                await self.bridge.send_status(
+                await send_status(
                     room_id, event_id, MessageStatus.PENDING, message="Sending again."
                 )
         elif state == OutboxState.SENT:
-            await self.bridge.send_status(room_id, event_id, MessageStatus.SUCCESS)
+            await send_status(room_id, event_id, MessageStatus.SUCCESS)
             await self._fallback_note(row, room_id, event_id)
         elif state == OutboxState.DELIVERED:
             if before != OutboxState.SENT:
-                await self.bridge.send_status(room_id, event_id, MessageStatus.SUCCESS)
+                await send_status(room_id, event_id, MessageStatus.SUCCESS)
                 await self._fallback_note(row, room_id, event_id)
             await self._receipt(row, room_id, event_id)
         elif state == OutboxState.FAILED:
             reason = row.error or "the phone network refused it"
-            await self.bridge.send_status(
+            await send_status(
                 room_id, event_id, MessageStatus.FAIL, MessageStatusReason.NETWORK_ERROR, reason
             )
             await self._notice(
@@ -112,7 +123,7 @@ class Delivery:
             )
             await self.bridge.db.add_attention(row.id, sender)
         elif state == OutboxState.AMBIGUOUS:
-            await self.bridge.send_status(
+            await send_status(
                 room_id,
                 event_id,
                 MessageStatus.RETRIABLE,
@@ -131,7 +142,7 @@ class Delivery:
             )
             await self.bridge.db.add_attention(row.id, sender)
         elif state == OutboxState.CANCELLED:
-            await self.bridge.send_status(
+            await send_status(
                 room_id, event_id, MessageStatus.FAIL, message="Cancelled."
             )
             await self._notice(
@@ -173,11 +184,18 @@ class Delivery:
     async def _receipt(self, row: OutboxRow, room_id: RoomID, event_id: EventID) -> None:
         line = self.bridge.config.line(row.request.line_id)
         portal = await self.bridge.db.portal_by_room(room_id)
-        if line is None or portal is None:
+        kind, conversation = (portal.kind, portal.conversation) if portal else ("", "")
+        if portal is None:
+            # A portal replaced when encryption was turned on: its queued texts still get
+            # their receipts there (encrypted.py keeps what the room was).
+            moved = await self.bridge.db.encrypted_room(room_id)
+            if moved is not None and moved.kind == "portal" and moved.conversation:
+                kind, conversation = moved.person or "", moved.conversation
+        if line is None or not kind:
             return
-        if portal.kind == "dm":
+        if kind == "dm":
             ghost = self.bridge.az.intent.user(
-                self.bridge.portals.ghost_mxid(portal.conversation, line.home_country)
+                self.bridge.portals.ghost_mxid(conversation, line.home_country)
             )
         else:
             # No single recipient in a group; the bot stands in.

@@ -34,6 +34,13 @@ E2EE_WARNING = (
     "can read them, and so can anyone with access to this Textbridge."
 )
 
+# A phone line's room: Google Messages picks RCS or SMS per contact, so the SMS warning
+# would be wrong for most of its texts and the right words say both.
+PHONE_WARNING = (
+    "Texts in this room go out through the phone's Google Messages: as RCS chat, end-to-end "
+    "encrypted, where the contact has it, else as SMS, which the phone network can read."
+)
+
 # The reason shown to someone the owner took off a line, on the kick from each portal.
 REMOVED_REASON = "You no longer have access to this line"
 
@@ -98,6 +105,8 @@ class Portals:
         portal = await self.bridge.db.portal(line.id, conversation)
         if portal is None and not group:
             portal = await self.bridge.router.shared_room(line, conversation)
+        # A new room says one thing (its first notice); its route is in the topic.
+        new = portal is None
         if portal is None:
             room_id = await self._create(line, conversation, group=group, meta=meta or {})
             await self.bridge.db.add_portal(
@@ -113,7 +122,7 @@ class Portals:
             )
         if portal.kind == "dm":
             # One room per person: other lines that reach this number share it.
-            await self.bridge.router.link(portal)
+            await self.bridge.router.link(portal, announce=not new)
         return portal
 
     async def people(self, line: LineConfig, portal: Portal) -> list[str]:
@@ -127,9 +136,25 @@ class Portals:
                     people.extend(p for p in other.everyone if p not in people)
         return people
 
-    def _topic(self, line: LineConfig, conversation: str, group: bool) -> str:
-        who = f"group {conversation}" if group else format_display(conversation, line.home_country)
-        return f"SMS with {who} via line {line.id}. SMS is not end-to-end encrypted."
+    def _topic(self, line: LineConfig, conversation: str, group: bool, meta: dict[str, Any]) -> str:
+        how = (
+            "RCS where everyone has it, else SMS/MMS, which is not end-to-end encrypted."
+            if line.kind == "phone"
+            else "SMS is not end-to-end encrypted."
+        )
+        if not group:
+            who = format_display(conversation, line.home_country)
+            return (
+                f"{'Texts' if line.kind == 'phone' else 'SMS'} with {who} via line {line.id}. {how}"
+            )
+        name = str(meta.get("group_name") or "a group")
+        raw = meta.get("members")
+        members = [format_display(str(m), line.home_country) for m in raw or []]
+        who = ", ".join(members)
+        if members and not meta.get("members_complete", True):
+            who += " and others the phone does not name"
+        with_whom = f" with {who}" if who else ""
+        return f"Group {name}{with_whom}, via line {line.id}. {how}"
 
     async def _create(
         self, line: LineConfig, conversation: str, *, group: bool, meta: dict[str, Any]
@@ -142,7 +167,7 @@ class Portals:
             name = str(meta.get("group_name") or f"Group {conversation}")
             room_id = await bot.create_room(
                 name=name,
-                topic=self._topic(line, conversation, True),
+                topic=self._topic(line, conversation, True, meta),
                 preset=RoomCreatePreset.PRIVATE,
             )
         else:
@@ -151,7 +176,7 @@ class Portals:
             ghost = await self.ghost(conversation, line.home_country)
             room_id = await ghost.create_room(
                 name=await self.display_name(conversation, line.home_country),
-                topic=self._topic(line, conversation, False),
+                topic=self._topic(line, conversation, False, meta),
                 preset=RoomCreatePreset.PRIVATE,
                 invitees=[bot.mxid],
             )
@@ -167,7 +192,7 @@ class Portals:
             ghost = await self.ghost(portal.conversation, line.home_country)
             await ghost.ensure_joined(room_id)
         await self.invite_members(line, portal)
-        await bot.send_notice(room_id, E2EE_WARNING)
+        await bot.send_notice(room_id, PHONE_WARNING if line.kind == "phone" else E2EE_WARNING)
         await self.bridge.db.portal_ready(portal.room_id)
 
     async def invite_members(

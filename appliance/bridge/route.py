@@ -125,9 +125,10 @@ class Router:
                 return portal
         return None
 
-    async def link(self, portal: Portal) -> list[str]:
+    async def link(self, portal: Portal, *, announce: bool = True) -> list[str]:
         """Link every other line that reaches this contact and has the same people to the
-        room, so one person has one room. Returns the lines linked now."""
+        room, so one person has one room. Returns the lines linked now. `announce`: say so
+        in the room (not in a room made just now, which has its first notice already)."""
         home = self.bridge.config.line(portal.line_id)
         if home is None or portal.kind != "dm" or not home.everyone:
             return []
@@ -153,14 +154,15 @@ class Router:
         # ghost lost its power) still gets its lines; only the topic is stale.
         try:
             await self.show(portal, lines, preference)
-            await self.bridge.notice(
-                RoomID(portal.room_id),
-                "This chat goes through "
-                + " and ".join(describe(x) for x in lines)
-                + f". Texts you write here go out {route_words(preference)}. Write !line to "
-                "see or change this.",
-                txn_id=f"tb-link-{portal.room_id}-{'-'.join(ids)}",
-            )
+            if announce:
+                await self.bridge.notice(
+                    RoomID(portal.room_id),
+                    "This chat goes through "
+                    + " and ".join(describe(x) for x in lines)
+                    + f". Texts you write here go out {route_words(preference)}. Write !line "
+                    "to see or change this.",
+                    txn_id=f"tb-link-{portal.room_id}-{'-'.join(ids)}",
+                )
         except MatrixRequestError as exc:
             if transient(exc):
                 raise
@@ -468,7 +470,8 @@ class Router:
         _, last = await self.bridge.db.route(portal.room_id)
         if last == line.id:
             return
-        if last is not None or line.id != lines[0].id:
+        # Only a change is news: the room's first text needs no notice before it.
+        if last is not None:
             await self.bridge.az.intent.send_message_event(
                 RoomID(portal.room_id),
                 EventType.ROOM_MESSAGE,

@@ -85,11 +85,14 @@ class Registration:
             user_prefix=user_prefix,
         )
 
+    # Anchored: Tuwunel matches namespace regexes unanchored (a search, not a full match),
+    # so without ^ and $ the bot's pattern would also claim @textbridge:textbridge.localX.
+    # Synapse anchors nothing either (re.match); the anchors mean the same on both.
     def user_regex(self, server_name: str) -> str:
-        return f"@{re.escape(self.user_prefix)}.*:{re.escape(server_name)}"
+        return f"^@{re.escape(self.user_prefix)}.*:{re.escape(server_name)}$"
 
     def bot_regex(self, server_name: str) -> str:
-        return f"@{re.escape(self.sender_localpart)}:{re.escape(server_name)}"
+        return f"^@{re.escape(self.sender_localpart)}:{re.escape(server_name)}$"
 
     def bot_mxid(self, server_name: str) -> str:
         return f"@{self.sender_localpart}:{server_name}"
@@ -192,10 +195,17 @@ def _scalar(raw: str, number: int) -> str | bool | list[str]:
     return raw.split(" #", 1)[0].strip()
 
 
+def prefix_from_regex(regex: str) -> str | None:
+    """The ghost prefix of a '^@<prefix>.*:server$' namespace (anchored or, as files written
+    before the anchors were, not)."""
+    match = re.fullmatch(r"\^?@(.+)\.\*:.+?\$?", regex)
+    return re.sub(r"\\(.)", r"\1", match.group(1)) if match else None
+
+
 def _prefix_from(regexes: list[str]) -> str | None:
     for regex in regexes:
-        match = re.fullmatch(r"@(.+)\.\*:.+", regex)
-        if match:
-            return re.sub(r"\\(.)", r"\1", match.group(1))
+        prefix = prefix_from_regex(regex)
+        if prefix is not None:
+            return prefix
     return None
 

@@ -35,7 +35,7 @@ from appliance.homeserver.api import (
     random_registration_token,
 )
 from appliance.homeserver.base import HomeserverError, HomeserverUnavailable, UserExists
-from appliance.homeserver.registration import Registration, RegistrationError
+from appliance.homeserver.registration import Registration, RegistrationError, prefix_from_regex
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,8 @@ def _appservice_toml(reg: Registration, server_name: str) -> list[str]:
 def _appservice_from_toml(ident: str, table: dict[str, Any]) -> Registration:
     prefix = None
     for ns in table.get("users", []):
-        regex = str(ns.get("regex", ""))
-        if regex.startswith("@") and ".*:" in regex:
-            prefix = regex[1 : regex.index(".*:")].replace("\\", "")
+        prefix = prefix_from_regex(str(ns.get("regex", "")))
+        if prefix is not None:
             break
     if prefix is None:
         raise RegistrationError(f"appservice {ident!r} has no '@<prefix>.*:server' namespace")

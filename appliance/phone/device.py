@@ -94,6 +94,22 @@ SELF_ADDRESS = "insert-address-token"
 
 
 @dataclass(frozen=True)
+class Thread:
+    """A conversation as the telephony provider keeps it: the other people in it (never
+    the phone's own number), its last message's time and text."""
+
+    id: int
+    recipients: tuple[str, ...]
+    date: int  # ms
+    snippet: str
+
+
+THREAD_COLUMNS = ("_id", "date", "recipient_ids", "snippet")  # snippet last: free text
+THREADS_URI = "content://mms-sms/conversations?simple=true"
+ADDRESSES_URI = "content://mms-sms/canonical-addresses"
+
+
+@dataclass(frozen=True)
 class SendOutcome:
     confirmed_by: str  # what showed the message leaving ("compose box cleared", ...)
 
@@ -221,6 +237,33 @@ class Phone:
             if r["type"].isdigit() and r["address"] not in ("", "NULL", SELF_ADDRESS):
                 found.append((int(r["type"]), r["address"]))
         return found
+
+    async def threads(self) -> list[Thread]:
+        """Every conversation in the telephony provider (MmsSmsProvider) with its
+        recipients; raises ProviderDenied when the shell user may not read it."""
+        out = await self.link.shell(
+            f"content query --uri {shlex.quote(THREADS_URI)} "
+            f"--projection {':'.join(THREAD_COLUMNS)}"
+        )
+        _check_provider(out)
+        rows = parse_rows(out, THREAD_COLUMNS)
+        out = await self.link.shell(
+            f"content query --uri {shlex.quote(ADDRESSES_URI)} --projection _id:address"
+        )
+        _check_provider(out)
+        addresses = {r["_id"]: r["address"] for r in parse_rows(out, ("_id", "address"))}
+        threads = []
+        for r in rows:
+            ids = r["recipient_ids"].split()
+            if not r["_id"].isdigit() or not r["date"].isdigit() or not ids:
+                continue
+            if any(i not in addresses for i in ids):
+                continue  # an address row we could not read: this thread is not known
+            snippet = "" if r["snippet"] == "NULL" else r["snippet"]
+            threads.append(
+                Thread(int(r["_id"]), tuple(addresses[i] for i in ids), int(r["date"]), snippet)
+            )
+        return threads
 
     async def read_part(self, part_id: int, *, limit: int) -> bytes:
         """A part's bytes, through `content read` (ContentProvider.openFile; the file itself

@@ -63,6 +63,7 @@ from appliance.phone.errors import (
     PhoneLocked,
     SendNotConfirmed,
 )
+from appliance.phone.groups import Groups, match_thread
 from appliance.phone.notifications import Notification, dedup_key, thread_id
 from appliance.phonenum import NumberKind, normalize
 from appliance.store import Store
@@ -166,7 +167,7 @@ class PhoneLine(LineReporting):
         # conversation must not interleave.
         self._ui = asyncio.Lock()
         self._queue_depth = 0
-        self._groups: dict[str, list[str]] = {}
+        self._groups = Groups()
         self._provider_allowed = config.read_sms_provider
         self._provider_cursor = 0
         self._provider_pending: dict[int, _Pending] = {}
@@ -430,10 +431,18 @@ class PhoneLine(LineReporting):
         meta: dict[str, object] = {"source": "notification"}
         if group:
             conversation = thread_id(n.thread)
-            members = sorted(set(self._groups.get(conversation, [])) | set(senders))
-            self._groups[conversation] = members
-            meta["group_name"] = n.conversation_title or n.title or ""
-            meta["members"] = members
+            # A notification lists its messages oldest first; the last is the thread's last.
+            last = (n.messages[-1].text, n.messages[-1].time) if n.messages else None
+            known = self._groups.saw(
+                conversation, senders, n.conversation_title or n.title or "", last
+            )
+            if not known.complete and known.tried != known.last_time:
+                # Once per new message: the phone's conversation has the whole list.
+                known.tried = known.last_time
+                await self._learn_group(conversation)
+            meta["group_name"] = known.name
+            meta["members"] = list(known.members)
+            meta["members_complete"] = known.complete
         else:
             peer = n.title or (senders[0] if senders else None)
             if peer is None:
@@ -500,6 +509,23 @@ class PhoneLine(LineReporting):
                     "group" if group else "1:1",
                     mask_number(sender),
                 )
+
+    async def _learn_group(self, conversation: str) -> bool:
+        """Ask the phone who is in this group (its telephony thread); True when known."""
+        phone, known = self._phone, self._groups.get(conversation)
+        if phone is None or known is None:
+            return False
+        try:
+            threads = await phone.threads()
+        except ProviderDenied:
+            log.info("the phone's conversation list is not readable; group members unknown")
+            return False
+        members = match_thread(threads, known, self._address)
+        if members is None:
+            return False
+        self._groups.learn(conversation, members)
+        log.info("group members learnt from the phone (%d people)", len(members))
+        return True
 
     def _mark_committed(self, key: str) -> None:
         self._committed[key] = None
@@ -675,12 +701,12 @@ class PhoneLine(LineReporting):
         if not others:
             return sender, {}
         people = sorted({sender, *others})
-        for conv, members in self._groups.items():
-            if sorted(members) == people:
-                return conv, {"members": members}
+        known = self._groups.with_members(people)
+        if known is not None:
+            return known, {"members": people, "members_complete": True}
         conv = thread_id(f"mms-thread:{row.thread_id}")
-        self._groups[conv] = people
-        return conv, {"members": people, "group": True}
+        self._groups.learn(conv, people)
+        return conv, {"members": people, "members_complete": True, "group": True}
 
     async def _fetch_mms(
         self,
@@ -803,16 +829,30 @@ class PhoneLine(LineReporting):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0 if rows else 5.0)
 
-    def _recipients(self, row: OutboxRow) -> list[str] | str:
-        """The numbers to address, or why there are none."""
+    async def _recipients(self, row: OutboxRow) -> list[str] | str:
+        """The numbers to address, or why there are none. A group is addressed only with
+        all of its members: to some of them, it would reach each as a private text."""
         conv = row.request.conversation
         if conv.startswith("group:"):
-            members = row.request.meta.get("members") or self._groups.get(conv)
+            members = row.request.meta.get("members")
             if not members:
-                return (
-                    "Textbridge does not know this group's members yet (none has written "
-                    "since the appliance started), so it cannot address it."
-                )
+                known = self._groups.get(conv)
+                if known is not None and not known.complete:
+                    await self._learn_group(conv)
+                if known is None:
+                    return (
+                        "Textbridge does not know this group's members (nobody has written "
+                        "in it since the appliance started), so nothing was sent. Answer it "
+                        "on the phone, or retry once someone in the group has written."
+                    )
+                if not known.complete:
+                    return (
+                        "Textbridge could not read from the phone who is in this group, only "
+                        "who has written in it; sent to them alone, the text would reach "
+                        "each of them as a private text and miss the others, so nothing was "
+                        "sent. Answer this group on the phone itself."
+                    )
+                members = known.members
             numbers = [self._address(str(m)) for m in members]
             if any(not n.startswith("+") for n in numbers):
                 return "Some of this group's members are known only by name, not by number."
@@ -845,7 +885,7 @@ class PhoneLine(LineReporting):
         phone = self._phone
         if phone is None:
             return
-        recipients = self._recipients(row)
+        recipients = await self._recipients(row)
         if isinstance(recipients, str):
             await self.store.outbox.mark_failed(row.id, recipients)
             return
@@ -882,7 +922,10 @@ class PhoneLine(LineReporting):
             for part in row.parts:
                 if part.state == PartState.PENDING:
                     await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
-            await self.store.outbox.mark_sent(row.id)
+            network = button.network
+            await self.store.outbox.mark_sent(
+                row.id, meta={"network": network} if network else None
+            )
             self._resolved("layout", "Sending through Google Messages works again.")
             self._count("sent")
             log.info("message to %s sent (%s)", _mask_all(recipients), outcome.confirmed_by)
@@ -943,7 +986,10 @@ class PhoneLine(LineReporting):
             for part in row.parts:
                 if part.state == PartState.PENDING:
                     await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
-            await self.store.outbox.mark_sent(row.id)
+            network = button.network
+            await self.store.outbox.mark_sent(
+                row.id, meta={"network": network} if network else None
+            )
             await self.store.attachments.delete(name)
             self._resolved("layout", "Sending through Google Messages works again.")
             self._count("sent_media")

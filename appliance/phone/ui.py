@@ -33,6 +33,12 @@ SEND_DESCS = frozenset(
         "send rcs message",
     }
 )
+# What the send control's description says about how Messages will send: RCS chat (the
+# encrypted kinds) or the phone's SMS/MMS. "Send message" does not say.
+RCS_DESCS = frozenset(
+    {"send end-to-end encrypted message", "send encrypted message", "send rcs message"}
+)
+SMS_DESCS = frozenset({"send sms", "send mms"})
 COMPOSE_IDS = frozenset({f"{MESSAGES_PACKAGE}:id/compose_message_text"})
 # The attachment preview above the compose box. Named as in AOSP Messaging (Bugle, which
 # Google Messages grew from): an `attachment_draft_view` holding the preview. An
@@ -56,6 +62,12 @@ class Node:
     def center(self) -> tuple[int, int]:
         x1, y1, x2, y2 = self.bounds
         return ((x1 + x2) // 2, (y1 + y2) // 2)
+
+    @property
+    def network(self) -> str | None:
+        """"rcs" or "sms" as a send button's description names it, else None."""
+        desc = self.desc.strip().lower()
+        return "rcs" if desc in RCS_DESCS else "sms" if desc in SMS_DESCS else None
 
     @property
     def area(self) -> int:

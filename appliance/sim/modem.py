@@ -243,6 +243,12 @@ class Faults:
                 self._sim._hang_until = time.monotonic() + seconds
         self._sim._poke()
 
+    def hang_at_next(self, seconds: float, command: str = "AT") -> None:
+        """Hang (as hang()) on the next command line that contains `command`, unanswered:
+        a modem that locks up in the middle of whatever the client was doing."""
+        with self._sim._lock:
+            self._sim._hang_at = (command.upper(), seconds)
+
     def unplug(self) -> None:
         """Pull the stick: the client's port errors out and the stable symlink disappears."""
         self._sim._in_thread(self._sim._unplug)
@@ -488,6 +494,7 @@ class ModemSimulator:
         self._urc_in_response: deque[str] = deque()
         self._cms_faults: dict[str, deque[int]] = {}
         self._hang_until = 0.0
+        self._hang_at: tuple[str, float] | None = None
         self._silent_until = 0.0
         self._slow = 0.0
         self._timers: list[tuple[float, Callable[[], None]]] = []
@@ -849,6 +856,10 @@ class ModemSimulator:
             return
         line = line[at:]
         self.commands.append(line)
+        if self._hang_at is not None and self._hang_at[0] in line.upper():
+            self._hang_until = time.monotonic() + self._hang_at[1]
+            self._hang_at = None
+            return
         blocks: list[list[str]] = []
         try:
             cmds = _split_commands(line[2:])

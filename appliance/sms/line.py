@@ -42,6 +42,7 @@ from appliance.sms.errors import (
     CmsError,
     ModemError,
     ModemUnavailable,
+    PortLost,
     PromptTimeout,
     SimLocked,
 )
@@ -59,7 +60,8 @@ from appliance.sms.modem import (
 )
 from appliance.store import Store
 from appliance.store.errors import StoreStateError
-from appliance.store.models import InboundMessage, OutboxRow, PartState
+from appliance.store.fragments import variant_base
+from appliance.store.models import Fragment, InboundMessage, OutboxRow, PartState
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,15 @@ ModemFactory = Callable[..., Modem]
 MAX_RETRY_DELAY = 3600.0
 # How long to wait after a fault before trying the modem again.
 REOPEN_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+# The sender sleeps until woken (a text queued, in this process or through the store's
+# doorbell) or a retry it scheduled comes due; this slow look is only a safety net.
+IDLE_LOOK_S = 5.0
+# Trouble that holds texts up for less than this is not worth a message in the family's
+# chat (a hang, a missed registration, one refused send); longer trouble is told once, and
+# its end once (docs/modem.md, "What the family is told").
+NOTICE_AFTER = 60.0
+UNPLUGGED = "Textbridge is reconnecting; texts wait on the SIM and in the queue meanwhile."
+NO_NETWORK = "The SIM is not connected to a mobile network; messages wait until it is."
 
 
 @dataclass
@@ -122,6 +133,13 @@ class SmsLine(LineReporting):
         self._pin_lock = asyncio.Lock()
         self._catch_up = False
         self._queue_depth = 0
+        # Storage index -> the order its +CMTI arrived in: within one SMSC timestamp second
+        # only that tells which text came first (the modem reuses freed slots).
+        self._arrivals: dict[int, int] = {}
+        self._arrival_count = 0
+        self._retries: list[float] = []  # when rows this line put back come due
+        self.notice_after = NOTICE_AFTER
+        self._notice_timers: dict[str, asyncio.TimerHandle] = {}
 
     # -- Line protocol -------------------------------------------------------------------
 
@@ -135,15 +153,21 @@ class SmsLine(LineReporting):
             asyncio.create_task(self._sender(), name=f"{self.id}-sender"),
             asyncio.create_task(self._housekeeping(), name=f"{self.id}-housekeeping"),
         ]
+        # Texts queued by another process (the CLI, a test) wake the sender at once.
+        self.store.doorbell.subscribe(self.wake)
 
     async def stop(self) -> None:
         self._stopping = True
+        self.store.doorbell.unsubscribe(self.wake)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        for timer in self._notice_timers.values():
+            timer.cancel()
+        self._notice_timers.clear()
         if self._modem is not None:
             with contextlib.suppress(Exception):
                 await self._modem.close()
@@ -253,7 +277,7 @@ class SmsLine(LineReporting):
                 self._pin = None
                 delay = 300.0
             except ModemError as exc:
-                self._down(
+                self._down_later(
                     "The SMS modem is not answering "
                     f"({exc}). Check that it is plugged in; Textbridge keeps trying.",
                     key="unavailable",
@@ -263,7 +287,9 @@ class SmsLine(LineReporting):
                 failures += 1
             except Exception as exc:  # a driver bug must not end the line for good
                 log.exception("SMS line supervisor error")
-                self._down(f"The SMS modem failed unexpectedly ({exc}).", key="unavailable")
+                self._down_later(
+                    f"The SMS modem failed unexpectedly ({exc}).", key="unavailable"
+                )
                 delay = REOPEN_DELAYS[min(failures, len(REOPEN_DELAYS) - 1)]
                 failures += 1
             # Closed on every path, so the port is free for enter_pin() and the next open.
@@ -295,8 +321,8 @@ class SmsLine(LineReporting):
         # in during the open: those texts are newer than what waits on the SIM.
         self._catch_up = True
         self._ready.set()
-        self._resolved("unavailable", "The SMS modem is working again.")
-        self._resolved("sim-locked", "The SIM card is unlocked.")
+        self._clear("unavailable", "The SMS modem is working again.")
+        self._clear("sim-locked", "The SIM card is unlocked.")
         await self._inbound.put(None)
         self._wake.set()
 
@@ -309,19 +335,23 @@ class SmsLine(LineReporting):
         h.operator = await modem.operator()
         with contextlib.suppress(ModemError):
             h.storage = await modem.storage_usage()
-        if not registered:
-            self._set(
-                LineState.DEGRADED,
-                "The SIM is not connected to a mobile network; messages wait until it is.",
-            )
-            self._announce(
-                "no-network",
-                Severity.WARNING,
-                "The SMS line has no mobile network. Messages wait and go out when it is back.",
-            )
-            return
-        self._resolved("no-network", "The SMS line has a mobile network again.")
         storage_full = h.storage is not None and h.storage[1] > 0 and h.storage[0] >= h.storage[1]
+        if storage_full:
+            self._announce_after(
+                "storage-full",
+                Severity.WARNING,
+                "The SIM's message storage is full, so new texts wait at the mobile network "
+                "and do not arrive. Textbridge keeps emptying it; if this stays, the SIM "
+                "may hold texts it cannot read: restart the modem.",
+            )
+        else:
+            self._clear("storage-full", "The SIM has room for texts again; they arrive.")
+        if not registered:
+            # The modem answered this check, so it is up whatever the state said before.
+            self._set(LineState.DEGRADED, NO_NETWORK)
+            self._no_network()
+            return
+        self._clear("no-network", "The SMS line has a mobile network again.")
         if storage_full:
             self._set(
                 LineState.DEGRADED,
@@ -329,6 +359,41 @@ class SmsLine(LineReporting):
             )
         else:
             self._set(LineState.READY, self._ready_summary())
+
+    def _no_network(self) -> None:
+        if self._health.state == LineState.READY:
+            self._set(LineState.DEGRADED, NO_NETWORK)
+        self._announce_after(
+            "no-network",
+            Severity.WARNING,
+            "The SMS line has no mobile network. Messages wait and go out when it is back.",
+        )
+
+    # -- what the family is told ---------------------------------------------------------
+
+    def _announce_after(self, key: str, severity: Severity, text: str) -> None:
+        """Announce `key` once it has lasted notice_after seconds (cleared before: never)."""
+        if key in self._announcer.active or key in self._notice_timers:
+            return
+        self._notice_timers[key] = asyncio.get_running_loop().call_later(
+            self.notice_after, self._announce_due, key, severity, text
+        )
+
+    def _announce_due(self, key: str, severity: Severity, text: str) -> None:
+        self._notice_timers.pop(key, None)
+        self._announce(key, severity, text)
+
+    def _clear(self, key: str, text: str) -> None:
+        """The condition is over: told as over if it was announced, else never told."""
+        timer = self._notice_timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._resolved(key, text)
+
+    def _down_later(self, text: str, *, key: str, severity: Severity = Severity.ERROR) -> None:
+        self._set(LineState.DOWN, text)
+        self._record_error(text)
+        self._announce_after(key, severity, text)
 
     def _ready_summary(self) -> str:
         h = self._health
@@ -356,6 +421,22 @@ class SmsLine(LineReporting):
                 raise
             except ModemError as exc:
                 log.warning("modem health check failed (%s); recovering", exc)
+                # The ladder can take minutes (a reset, a reopen); said at once on the
+                # status page, and in the chat if it takes longer than a minute.
+                if isinstance(exc, PortLost):
+                    # Gone, not slow: as the Disconnected event says (if it was not lost).
+                    self._down(
+                        f"The SMS modem disconnected. {UNPLUGGED}",
+                        key="unavailable",
+                        severity=Severity.WARNING,
+                    )
+                else:
+                    self._down_later(
+                        "The SMS modem stopped answering; Textbridge is resetting it. Texts "
+                        "wait on the SIM and in the queue meanwhile.",
+                        key="unavailable",
+                        severity=Severity.ERROR,
+                    )
                 rung = await modem.recover()
                 log.info("modem recovered by %s", rung)
             with contextlib.suppress(TimeoutError):
@@ -367,27 +448,38 @@ class SmsLine(LineReporting):
                 raise _Reopen
 
     def _on_modem_event(self, event: ModemEvent) -> None:
+        if isinstance(event, MessageStored):
+            self._arrival_count += 1
+            self._arrivals[event.index] = self._arrival_count
         if isinstance(event, MessageStored | StatusReportStored | StatusReportPdu):
             self._inbound.put_nowait(event)
         elif isinstance(event, Disconnected):
             self._ready.clear()
             self._down(
-                f"The SMS modem disconnected ({event.reason}). Textbridge is reconnecting; "
-                "texts wait on the SIM and in the queue meanwhile.",
+                f"The SMS modem disconnected ({event.reason}). {UNPLUGGED}",
                 key="unavailable",
                 severity=Severity.WARNING,
             )
         elif isinstance(event, Reconnected):
+            if self._modem is not None and not self._modem.connected:
+                return  # pulled again just after it came back: still down
             self._catch_up = True
             self._ready.set()
             self._set(LineState.READY, self._ready_summary())
-            self._resolved("unavailable", "The SMS modem is working again.")
+            self._clear("unavailable", "The SMS modem is working again.")
             self._inbound.put_nowait(None)
             self._wake.set()
         elif isinstance(event, RegistrationChanged):
+            # Acted on at once: the next health check may be half a minute away, and a
+            # loss shorter than that must still stop the line claiming it can send.
             self._health.registered = event.registered
             if event.registered:
+                self._clear("no-network", "The SMS line has a mobile network again.")
+                if self._health.state == LineState.DEGRADED and self._health.summary == NO_NETWORK:
+                    self._set(LineState.READY, self._ready_summary())
                 self._wake.set()
+            else:
+                self._no_network()
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -407,9 +499,12 @@ class SmsLine(LineReporting):
                     # The sweep took whatever this notification was about.
                     if not isinstance(event, StatusReportPdu):
                         continue
-                if event is None:
+                if event is None or isinstance(event, MessageStored):
+                    # A +CMTI means "look at the SIM", not "take this one": a text whose
+                    # notification was late (inside another response, held back by a hang)
+                    # or lost is still on it, and may be older than this one.
                     await self._sweep(modem)
-                elif isinstance(event, MessageStored | StatusReportStored):
+                elif isinstance(event, StatusReportStored):
                     stored = await modem.read(event.index)
                     if stored is not None:
                         await self._take(modem, stored)
@@ -428,8 +523,9 @@ class SmsLine(LineReporting):
     async def _sweep(self, modem: Modem) -> None:
         stored = await modem.list_stored()
         # The modem reuses freed slots, so slot order is not arrival order: take texts in
-        # the order the network stamped them, so a conversation reads in order.
-        stored.sort(key=_arrival_order)
+        # the order the network stamped them, then in the order the modem announced them
+        # (texts found without a +CMTI first: theirs was lost, so they waited longest).
+        stored.sort(key=lambda item: _arrival_order(item, self._arrivals.get(item.index, 0)))
         for item in stored:
             await self._take(modem, item)
         self._health.counters["sweeps"] = self._health.counters.get("sweeps", 0) + 1
@@ -444,7 +540,15 @@ class SmsLine(LineReporting):
             if again is not None and again.pdu != pdu_hex and _decodes(again.pdu):
                 pdu_hex = again.pdu
         await self.commit_pdu(pdu_hex)
-        await modem.delete(stored.index)
+        # Forgotten before the delete: once the slot is free the modem may fill it again,
+        # and that text's +CMTI can be handled before this coroutine resumes.
+        arrival = self._arrivals.pop(stored.index, None)
+        try:
+            await modem.delete(stored.index)
+        except BaseException:
+            if arrival is not None:
+                self._arrivals.setdefault(stored.index, arrival)
+            raise
         self._health.counters["inbound_parts"] = self._health.counters.get("inbound_parts", 0) + 1
 
     async def commit_pdu(self, pdu_hex: str) -> str:
@@ -505,18 +609,32 @@ class SmsLine(LineReporting):
             return "message"
         c = d.concat
         group = f"{sender}|{c.bits}|{c.ref}|{c.total}"
-        held = await self.store.fragments.add(
+        # The content is part of a part's identity: two texts that share a reference and a
+        # timestamp second must not pass for re-reads of each other (one would be deleted
+        # from the SIM unstored).
+        held = await self.store.fragments.hold(
             self.id,
             group,
             c.seq,
             c.total,
             text,
-            f"{group}|{c.seq}|{d.timestamp_ms}",
+            f"{group}|{c.seq}|{d.timestamp_ms}|{body_hash}",
             now_ms,
             d.timestamp_ms,
         )
-        if held >= c.total:
-            await self._complete(group, d.sender_type, incomplete=False)
+        if held.count == 0:
+            return "part"
+        if held.variants == 1:
+            if held.count >= c.total:
+                await self._complete(group, d.sender_type, incomplete=False)
+                return "message"
+            return "part"
+        family = await self.store.fragments.family(self.id, group)
+        counts: dict[str, int] = {}
+        for frag in family:
+            counts[frag.group_key] = counts.get(frag.group_key, 0) + 1
+        if all(n >= c.total for n in counts.values()):
+            await self._settle_collision(group, d.sender_type, incomplete=False)
             return "message"
         return "part"
 
@@ -524,6 +642,13 @@ class SmsLine(LineReporting):
         fragments = await self.store.fragments.get(self.id, group)
         if not fragments:
             return
+        message = self._assemble(group, fragments, sender_type, incomplete=incomplete)
+        await self.store.fragments.complete(self.id, group, message)
+        log.info("%s-part SMS from %s stored", message.meta["parts"], mask_number(message.sender))
+
+    def _assemble(
+        self, group: str, fragments: list[Fragment], sender_type: str, *, incomplete: bool
+    ) -> InboundMessage:
         sender, _bits, _ref, total_s = group.rsplit("|", 3)
         total = int(total_s)
         by_index = {f.index: f for f in fragments}
@@ -541,7 +666,7 @@ class SmsLine(LineReporting):
                 f"Part {which} of this {total}-part text never arrived; "
                 "what did arrive is shown."
             )
-        message = InboundMessage(
+        return InboundMessage(
             line_id=self.id,
             conversation=sender,
             sender=sender,
@@ -551,13 +676,75 @@ class SmsLine(LineReporting):
             note=note,
             meta={"sender_type": sender_type, "parts": str(total), "incomplete": str(incomplete)},
         )
-        await self.store.fragments.complete(self.id, group, message)
-        log.info("%d-part SMS from %s stored", total, mask_number(sender))
+
+    async def _settle_collision(self, group: str, sender_type: str, *, incomplete: bool) -> None:
+        """Two or more texts sent parts with the same (sender, reference, part number).
+
+        Their parts are sorted into texts by the service-centre timestamp when that tells
+        them apart: as many distinct timestamps as texts, none with a part number twice.
+        Otherwise a wrong guess would splice two texts together, so all the parts go to
+        quarantine, in the order they arrived, and a person is told.
+        """
+        family = await self.store.fragments.family(self.id, group)
+        if not family:
+            return
+        texts = len({f.group_key for f in family})
+        by_time: dict[int, list[Fragment]] = {}
+        for frag in family:
+            by_time.setdefault(frag.sent_at, []).append(frag)
+        apart = len(by_time) == texts and all(
+            len({f.index for f in frags}) == len(frags) for frags in by_time.values()
+        )
+        messages: list[InboundMessage]
+        if apart:
+            messages = [
+                self._assemble(
+                    group, frags, sender_type,
+                    incomplete=incomplete or len(frags) < family[0].total,
+                )
+                for _, frags in sorted(by_time.items())
+            ]
+        else:
+            sender, _bits, ref, total = group.rsplit("|", 3)
+            digest = hashlib.sha256(
+                "\n".join(sorted(f.dedup_key for f in family)).encode()
+            ).hexdigest()[:32]
+            messages = [
+                InboundMessage(
+                    line_id=self.id,
+                    conversation=sender,
+                    sender=sender,
+                    body=" ".join(f"[part {f.index} of {total}] {f.payload}" for f in family),
+                    sent_at=min(f.sent_at for f in family),
+                    dedup_key=f"collision:{digest}",
+                    kind="quarantine",
+                    note=(
+                        f"{texts} texts from this sender arrived at the same time with the "
+                        f"same part numbers (reference {ref}), so their parts cannot be told "
+                        "apart. Every part is kept, in the order it arrived."
+                    ),
+                    meta={"sender_type": sender_type, "parts": total},
+                )
+            ]
+        await self.store.fragments.complete_family(self.id, group, messages)
+        log.warning(
+            "%d multipart SMS from %s shared a reference; %s",
+            texts, mask_number(family[0].group_key.rsplit("|", 3)[0]),
+            "told apart by timestamp" if apart else "quarantined",
+        )
 
     async def _expire_fragments(self) -> None:
         older_than = int((self._clock() - self.config.multipart_timeout) * 1000)
+        seen: set[str] = set()
         for line_id, group in await self.store.fragments.expired(older_than):
-            if line_id == self.id:
+            base = variant_base(group)
+            if line_id != self.id or base in seen:
+                continue
+            seen.add(base)
+            family = await self.store.fragments.family(self.id, base)
+            if len({f.group_key for f in family}) > 1:
+                await self._settle_collision(base, "unknown", incomplete=True)
+            else:
                 await self._complete(group, "unknown", incomplete=True)
 
     async def _status_report_pdu(self, pdu_hex: str) -> None:
@@ -586,14 +773,17 @@ class SmsLine(LineReporting):
     async def _sender(self) -> None:
         while True:
             await self._ready.wait()
-            now_ms = int(self._clock() * 1000)
-            rows = await self.store.outbox.ready(self.id, now_ms)
+            # Cleared before the look, so a text queued while this pass sends is not missed.
+            self._wake.clear()
+            now = self._clock()
+            rows = await self.store.outbox.ready(self.id, int(now * 1000))
             self._queue_depth = len(rows)
+            progressed = False
             for row in rows:
                 if self._stopping or not self._ready.is_set():
                     break
                 try:
-                    await self._send(row)
+                    progressed = await self._send(row) or progressed
                 except ModemError as exc:
                     # The row is already marked (retry or ambiguous); the modem needs the
                     # recovery ladder before anything else is sent.
@@ -601,15 +791,27 @@ class SmsLine(LineReporting):
                     self._ready.clear()
                     self._reopen_now.set()
                     break
-            self._wake.clear()
+            if progressed:
+                # Each conversation's next text may go now: the modem has confirmed the one
+                # before it, and that is the only pace a backlog needs.
+                continue
             with contextlib.suppress(TimeoutError):
-                # A retry comes due without anyone waking us: look again at least this often.
-                await asyncio.wait_for(self._wake.wait(), 1.0 if rows else 5.0)
+                await asyncio.wait_for(self._wake.wait(), self._idle_wait(now))
 
-    async def _send(self, row: OutboxRow) -> None:
+    def _idle_wait(self, now: float) -> float:
+        """Until the earliest retry this line scheduled; else a slow look for rows nobody
+        woke us for (a retry due from an earlier run of the process)."""
+        self._retries = [at for at in self._retries if at > now]
+        return min([IDLE_LOOK_S, *(at - now for at in self._retries)])
+
+    def _retry_in(self, delay: float) -> None:
+        self._retries.append(self._clock() + delay)
+
+    async def _send(self, row: OutboxRow) -> bool:
+        """Send one row; True if it left the queue or moved on (sent, failed, retry)."""
         modem = self._modem
         if modem is None:
-            return
+            return False
         req = row.request
         dest = req.conversation
         try:
@@ -624,14 +826,15 @@ class SmsLine(LineReporting):
             await self.store.outbox.mark_failed(
                 row.id, f"This can't be sent as a text message: {exc}."
             )
-            return
+            return True
         already = {p.index for p in row.parts if p.state != PartState.PENDING}
         try:
             await self.store.outbox.mark_sending(row.id, line_id=self.id)
         except StoreStateError:
             # The bridge handed it to another line (or it was cancelled) meanwhile.
             log.info("outbox row %d is no longer this line's to send", row.id)
-            return
+            return False
+        todo = [i for i in range(len(parts)) if i not in already]
         for index, part in enumerate(parts):
             if index in already:
                 continue
@@ -639,13 +842,14 @@ class SmsLine(LineReporting):
                 reference = await modem.send_pdu(part)
             except CmsError as exc:
                 await self._send_failed(row, exc)
-                return
+                return True
             except PromptTimeout as exc:
                 # No "> " prompt, so the PDU was never written: safe to try again later.
                 await self.store.outbox.mark_retry(
                     row.id, "The modem did not accept the text just now; trying again.",
                     self.config.retry_delay,
                 )
+                self._retry_in(self.config.retry_delay)
                 self._record_error(f"The modem did not take a text ({exc}).")
                 raise
             except ModemError as exc:
@@ -659,10 +863,16 @@ class SmsLine(LineReporting):
                 )
                 self._record_error(f"Sending stopped half-way: {exc}.")
                 raise
-            await self.store.outbox.mark_part_sent(row.id, index, reference)
-        await self.store.outbox.mark_sent(row.id)
+            # The last part's reference and the row's SENT go in one commit.
+            await self.store.outbox.mark_part_sent(
+                row.id, index, reference, last=index == todo[-1]
+            )
+        if not todo:
+            await self.store.outbox.mark_sent(row.id)
+        self._clear("send-retrying", "Texts are going out again.")
         self._health.counters["sent"] = self._health.counters.get("sent", 0) + 1
         log.info("SMS to %s sent in %d part(s)", mask_number(dest), len(parts))
+        return True
 
     async def _send_failed(self, row: OutboxRow, exc: CmsError) -> None:
         attempts = row.attempts + 1
@@ -670,6 +880,12 @@ class SmsLine(LineReporting):
             delay = min(self.config.retry_delay * (2 ** (attempts - 1)), MAX_RETRY_DELAY)
             await self.store.outbox.mark_retry(
                 row.id, f"{exc.reason} Trying again in {_human_seconds(delay)}.", delay
+            )
+            self._retry_in(delay)
+            self._announce_after(
+                "send-retrying",
+                Severity.WARNING,
+                f"Texts are not going out just now: {exc.reason} Textbridge keeps trying.",
             )
             return
         reason = exc.reason
@@ -695,14 +911,15 @@ class _Reopen(Exception):
     """Someone (enter_pin) asked for the modem to be opened afresh."""
 
 
-def _arrival_order(stored: StoredPdu) -> tuple[int, int]:
+def _arrival_order(stored: StoredPdu, announced: int) -> tuple[int, int, int]:
+    # SCTS has whole seconds: texts of one second are told apart by `announced`.
     try:
         decoded = pdus.decode(stored.pdu)
     except pdus.PduError:
-        return (0, stored.index)
+        return (0, announced, stored.index)
     if isinstance(decoded, pdus.Deliver):
-        return (decoded.timestamp_ms, stored.index)
-    return (0, stored.index)
+        return (decoded.timestamp_ms // 1000, announced, stored.index)
+    return (0, announced, stored.index)
 
 
 def _decodes(pdu_hex: str) -> bool:

@@ -850,7 +850,7 @@ def parse_listing(lines: list[str], prefix: str, *, index: int | None = None) ->
     whole listing (the sweep comes back for anything missed).
     """
     found: list[StoredPdu] = []
-    header = re.compile(re.escape(prefix) + r"\s*(\d+)\s*(?:,\s*(\d+))?")
+    header = re.compile(re.escape(prefix) + r"\s*(\d+)\s*(?:,\s*(\d+))?(?:.*,\s*(\d+))?\s*$")
     pending: tuple[int, int] | None = None
     for line in lines:
         text = line.strip()
@@ -862,6 +862,11 @@ def parse_listing(lines: list[str], prefix: str, *, index: int | None = None) ->
             elif match.group(2) is not None:
                 pending = (int(match.group(1)), int(match.group(2)))
             else:
+                pending = None
+            if pending is not None and match.group(3) == "0":
+                # An empty PDU has no line of its own; taken as it is, it is quarantined and
+                # deleted, where skipping it would block its slot for good.
+                found.append(StoredPdu(index=pending[0], status=pending[1], pdu=""))
                 pending = None
             continue
         if pending is not None and HEX_RE.fullmatch(text):

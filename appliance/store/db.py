@@ -13,6 +13,7 @@ from typing import Any
 
 import aiosqlite
 
+from appliance.files import private_database
 from appliance.store.errors import StoreError
 from appliance.store.notify import Notifier
 from appliance.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -131,9 +132,10 @@ class Db:
 
 
 def _prepare(path: Path) -> bool:
-    """Make the parent directory; True if the database file does not exist yet."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return not path.exists()
+    """Make the parent directory and the file, 0600; True if the file did not exist yet."""
+    created = not path.exists()
+    private_database(path)
+    return created
 
 
 async def connect(path: Path) -> aiosqlite.Connection:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from dataclasses import dataclass
 
 from appliance.store import inbox
 from appliance.store.db import Db
@@ -16,6 +18,26 @@ _COLUMNS = "line_id, group_key, idx, total, payload, dedup_key, received_at, sen
 # Built from constants only; every value is a bound parameter.
 _INSERT = f"INSERT OR IGNORE INTO fragments ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 _SELECT = f"SELECT {_COLUMNS} FROM fragments"  # noqa: S608
+
+
+# A part whose index is taken, in its group, by a part with other content is held in a
+# variant group "<group>#2", "#3", ...: two texts that share a concatenation reference both
+# survive, and the transport decides later which parts belong together.
+_VARIANT = re.compile(r"#(\d+)$")
+
+
+def variant_base(group_key: str) -> str:
+    """The group a variant group key belongs to (a plain group key is its own base)."""
+    return _VARIANT.sub("", group_key)
+
+
+@dataclass(frozen=True)
+class Held:
+    """Where fragments.hold() put a part."""
+
+    group_key: str  # the group or variant group now holding it
+    count: int  # parts held in that group; 0: the part was folded into a message before
+    variants: int  # groups held under the same base, this one included
 
 
 def _fragment(r: sqlite3.Row) -> Fragment:
@@ -46,11 +68,30 @@ class Fragments:
         received_at_ms: int,
         sent_at_ms: int | None = None,
     ) -> int:
-        """Store one part; returns how many parts of the group are held now.
+        """Store one part; returns how many parts of its group are held now (see hold())."""
+        held = await self.hold(
+            line_id, group_key, index, total, payload, dedup_key, received_at_ms, sent_at_ms
+        )
+        return held.count
 
-        A part seen before (same line, group and index) is ignored. A part that already went
-        into a completed message returns 0 and is not held: the caller may delete it from
-        the modem, and no second copy of the message is ever assembled.
+    async def hold(
+        self,
+        line_id: str,
+        group_key: str,
+        index: int,
+        total: int,
+        payload: str,
+        dedup_key: str,
+        received_at_ms: int,
+        sent_at_ms: int | None = None,
+    ) -> Held:
+        """Store one part durably, whatever else is held.
+
+        A part seen before (same line and dedup key) is not stored twice. A part whose index
+        is already held with another dedup key goes to the first variant group of
+        `group_key` that lacks that index (`family()` lists them all). A part that already
+        went into a completed message returns count 0 and is not held: the caller may
+        delete it from the modem, and no second copy of the message is ever assembled.
         """
         if total < 1 or index < 0:
             raise ValueError(f"fragment index {index} of {total} is not a valid part number")
@@ -60,25 +101,55 @@ class Fragments:
                 (line_id, dedup_key),
             )
             if done is not None:
-                return 0
-            await conn.execute(
-                _INSERT,
-                (
-                    line_id,
-                    group_key,
-                    index,
-                    total,
-                    payload,
-                    dedup_key,
-                    received_at_ms,
-                    received_at_ms if sent_at_ms is None else sent_at_ms,
-                ),
-            )
-            r = await self._db.fetchone(
-                "SELECT count(*) FROM fragments WHERE line_id = ? AND group_key = ?",
-                (line_id, group_key),
-            )
-            return int(r[0]) if r is not None else 0
+                return Held(group_key, 0, 0)
+            base = variant_base(group_key)
+            family = await self._family(line_id, base)
+            seen = next((f.group_key for f in family if f.dedup_key == dedup_key), None)
+            keys = sorted({f.group_key for f in family}, key=_variant_number)
+            if seen is not None:
+                target = seen
+            else:
+                taken = {(f.group_key, f.index) for f in family}
+                n = 1
+                while (_variant_key(base, n), index) in taken:
+                    n += 1
+                target = _variant_key(base, n)
+                await conn.execute(
+                    _INSERT,
+                    (
+                        line_id,
+                        target,
+                        index,
+                        total,
+                        payload,
+                        dedup_key,
+                        received_at_ms,
+                        received_at_ms if sent_at_ms is None else sent_at_ms,
+                    ),
+                )
+                if target not in keys:
+                    keys.append(target)
+            count = 1 + sum(1 for f in family if f.group_key == target and f.dedup_key != dedup_key)
+            return Held(target, count, len(keys))
+
+    async def family(self, line_id: str, group_key: str) -> list[Fragment]:
+        """The held parts of a group and of its variant groups, in the order they arrived."""
+        async with self._db.read():
+            return await self._family(line_id, group_key)
+
+    async def _family(self, line_id: str, group_key: str) -> list[Fragment]:
+        base = variant_base(group_key)
+        prefix = base + "#"
+        rows = await self._db.fetchall(
+            _SELECT + " WHERE line_id = ? AND (group_key = ? OR substr(group_key, 1, ?) = ?)"
+            " ORDER BY received_at, group_key, idx",
+            (line_id, base, len(prefix), prefix),
+        )
+        return [
+            f
+            for f in map(_fragment, rows)
+            if f.group_key == base or _VARIANT.fullmatch(f.group_key[len(base) :])
+        ]
 
     async def get(self, line_id: str, group_key: str) -> list[Fragment]:
         """The held parts of a group, by index."""
@@ -116,6 +187,29 @@ class Fragments:
             )
             return row, created
 
+    async def complete_family(
+        self, line_id: str, group_key: str, messages: list[InboundMessage]
+    ) -> list[tuple[InboxRow, bool]]:
+        """complete() for a group with its variant groups: in one transaction, store every
+        message (the texts the parts were sorted into, or one quarantined row) and drop the
+        parts of them all."""
+        if any(m.line_id != line_id for m in messages):
+            raise ValueError(f"a message is for another line than {line_id!r}")
+        async with self._db.write() as conn:
+            stored = [await inbox.insert(self._db, conn, m) for m in messages]
+            now = self._db.clock()
+            for frag in await self._family(line_id, group_key):
+                await conn.execute(
+                    "INSERT OR IGNORE INTO fragments_done (line_id, dedup_key, done_at) "
+                    "VALUES (?, ?, ?)",
+                    (line_id, frag.dedup_key, now),
+                )
+                await conn.execute(
+                    "DELETE FROM fragments WHERE line_id = ? AND group_key = ? AND idx = ?",
+                    (line_id, frag.group_key, frag.index),
+                )
+            return stored
+
     async def take(
         self, line_id: str, group_key: str, msg: InboundMessage
     ) -> tuple[InboxRow, bool]:
@@ -131,3 +225,12 @@ class Fragments:
                 (older_than_ms,),
             )
         return [(r["line_id"], r["group_key"]) for r in rows]
+
+
+def _variant_key(base: str, n: int) -> str:
+    return base if n == 1 else f"{base}#{n}"
+
+
+def _variant_number(group_key: str) -> int:
+    match = _VARIANT.search(group_key)
+    return int(match.group(1)) if match else 1

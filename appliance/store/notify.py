@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-# Commits made by another process (the web dashboard's process, the CLI) cannot wake us
-# directly; while someone waits we look at SQLite's data_version this often.
+# Commits made by another process (the web dashboard's process, the CLI) ring the store's
+# doorbell (store/doorbell.py) when this process listens on it; otherwise, while someone
+# waits, we look at SQLite's data_version this often.
 CROSS_PROCESS_POLL_S = 0.5
 
 
@@ -22,8 +23,23 @@ class Notifier:
         self._event = asyncio.Event()
         self.version = 0
         self._probe: Callable[[], Awaitable[bool]] | None = None
+        self._ring: Callable[[], None] | None = None
+        self._rung: Callable[[], bool] = lambda: False
 
     def notify(self) -> None:
+        """A commit of this process: wakes its waiters and rings the store's doorbell."""
+        self._wake_waiters()
+        if self._ring is not None:
+            self._ring()
+
+    def _set_ring(self, ring: Callable[[], None] | None) -> None:
+        self._ring = ring
+
+    def _set_rung(self, rung: Callable[[], bool]) -> None:
+        """`rung()` is True while other processes' commits arrive as doorbell rings."""
+        self._rung = rung
+
+    def _wake_waiters(self) -> None:
         self.version += 1
         # Swap in a fresh event so waiters that arrive later wait for the next commit.
         event, self._event = self._event, asyncio.Event()
@@ -45,7 +61,9 @@ class Notifier:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            step = CROSS_PROCESS_POLL_S
+            # While rings bring other processes' commits, there is nothing to poll for; the
+            # minute is a look at whether that is still so.
+            step = 60.0 if self._rung() else CROSS_PROCESS_POLL_S
             if deadline is not None:
                 step = min(step, deadline - loop.time())
                 if step <= 0:
@@ -53,6 +71,6 @@ class Notifier:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), step)
                 return True
-            if self._probe is not None and await self._probe():
-                self.notify()
+            if self._probe is not None and not self._rung() and await self._probe():
+                self._wake_waiters()
                 return True

@@ -321,8 +321,14 @@ class Outbox:
             )
             return await self._one(row_id)
 
-    async def mark_part_sent(self, row_id: int, index: int, reference: int) -> OutboxRow:
-        """The modem accepted part `index` (0-based) and returned TP-MR `reference`."""
+    async def mark_part_sent(
+        self, row_id: int, index: int, reference: int, *, last: bool = False
+    ) -> OutboxRow:
+        """The modem accepted part `index` (0-based) and returned TP-MR `reference`.
+
+        `last`: it was the last part to go, and the row is marked sent in the same commit
+        (one fsync instead of two). Durability is the same: a crash before this commit
+        leaves the row SENDING, which becomes AMBIGUOUS, whether or not it was merged."""
         if not 0 <= reference <= 255:
             raise ValueError(f"TP-MR reference {reference} is outside 0..255")
         async with self._db.write() as conn:
@@ -349,21 +355,33 @@ class Outbox:
                 (reference, now, row_id, index),
             )
             await conn.execute("UPDATE outbox SET updated_at = ? WHERE id = ?", (now, row_id))
-            return await self._one(row_id)
+            row = await self._one(row_id)
+            return await self._sent(row) if last else row
 
-    async def mark_sent(self, row_id: int) -> OutboxRow:
-        """Every part accepted. Reports that arrived meanwhile decide DELIVERED/FAILED."""
+    async def mark_sent(self, row_id: int, *, meta: dict[str, Any] | None = None) -> OutboxRow:
+        """Every part accepted. Reports that arrived meanwhile decide DELIVERED/FAILED.
+        `meta` (what the line learnt sending it, e.g. the network) joins the request's."""
         async with self._db.write():
             row = await self._one(row_id)
-            pending = [p.index for p in row.parts if p.state == PartState.PENDING]
-            if pending and row.state == Q.SENDING:
-                raise StoreStateError(
-                    f"outbox row {row_id}: part(s) {pending} were never sent, so the message "
-                    "cannot be marked sent"
+            if meta:
+                merged = {**row.request.meta, **meta}
+                await self._db.conn.execute(
+                    "UPDATE outbox SET meta = ? WHERE id = ?",
+                    (json.dumps(merged, ensure_ascii=False, sort_keys=True), row_id),
                 )
-            to = derive(Q.SENT, row.parts)
-            error = self._part_error(row.parts, to)
-            return await self._move(row, to, "mark sent", _FROM_SENDING, error=error)
+                row = await self._one(row_id)
+            return await self._sent(row)
+
+    async def _sent(self, row: OutboxRow) -> OutboxRow:
+        pending = [p.index for p in row.parts if p.state == PartState.PENDING]
+        if pending and row.state == Q.SENDING:
+            raise StoreStateError(
+                f"outbox row {row.id}: part(s) {pending} were never sent, so the message "
+                "cannot be marked sent"
+            )
+        to = derive(Q.SENT, row.parts)
+        error = self._part_error(row.parts, to)
+        return await self._move(row, to, "mark sent", _FROM_SENDING, error=error)
 
     async def mark_retry(self, row_id: int, error: str, delay_s: float) -> OutboxRow:
         """Back to QUEUED after a retryable error; parts already sent stay sent."""

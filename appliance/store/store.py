@@ -9,6 +9,7 @@ import aiosqlite
 
 from appliance.store.attachments import Attachments
 from appliance.store.db import Clock, Db, connect, wall_clock_ms
+from appliance.store.doorbell import Doorbell
 from appliance.store.fragments import Fragments
 from appliance.store.inbox import Inbox
 from appliance.store.notify import Notifier
@@ -27,6 +28,10 @@ class Store:
         self.outbox = Outbox(db, interrupted)
         # Files of outbox rows, in `<db name>-files/` next to the database.
         self.attachments = Attachments(path.with_name(path.name + "-files"))
+        # Lines subscribe to hear another process's commits (see store/doorbell.py).
+        self.doorbell = Doorbell(path, on_ring=self.changed._wake_waiters)
+        self.changed._set_ring(self.doorbell.ring)
+        self.changed._set_rung(lambda: self.doorbell.listening)
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], clock: Clock | None = None) -> Store:
@@ -49,6 +54,8 @@ class Store:
     async def close(self) -> None:
         """Close the connection; later calls raise StoreError. Closing twice is harmless."""
         self.changed._set_probe(None)
+        self.changed._set_ring(None)
+        self.doorbell.close()
         async with self._db.lock:
             if not self._db.closed:
                 self._db.closed = True

@@ -349,6 +349,10 @@ async def root(request: web.Request) -> web.StreamResponse:
     return await dashboard(request)
 
 
+async def favicon(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(HERE / "static" / "icon.svg", headers={"Content-Type": "image/svg+xml"})
+
+
 def make_templates() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -419,6 +423,8 @@ def make_app(settings: WebSettings) -> web.Application:
     app.router.add_post("/login", login_submit)
     app.router.add_post("/logout", logout)
     app.router.add_static("/static", HERE / "static", show_index=False)
+    # Browsers ask for /favicon.ico on their own; a 404 there is an error on every page.
+    app.router.add_get("/favicon.ico", favicon)
     wizard.add_routes(app)
     dashboard.add_routes(app)
     remote.add_routes(app)

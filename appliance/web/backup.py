@@ -1,4 +1,7 @@
-"""Encrypted backups of the state directory.
+"""Encrypted backups of the web state directory (the dashboard's Backup page).
+
+The full backup of a box (every database, the homeserver, the keys) is appliance/backup/;
+this older format holds only the web's settings.
 
 Format: MAGIC, a 16-byte scrypt salt, a 12-byte nonce, then AES-256-GCM over a gzipped tar
 of the state directory, with MAGIC as associated data. scrypt makes guessing the passphrase
@@ -10,13 +13,16 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from appliance.web import state_check
 from appliance.web.files import write_private
 
 MAGIC = b"TEXTBRIDGE-BACKUP-1\n"
@@ -69,10 +75,12 @@ def backup(state_dir: Path, passphrase: str) -> bytes:
 
 
 def restore(state_dir: Path, blob: bytes, passphrase: str) -> list[str]:
-    """Check every member before writing anything: a hostile archive could name ../ paths,
-    absolute paths, links or devices. Returns the restored file names."""
+    """All or nothing (issue 12.4): the archive is checked member by member (no ../ or
+    absolute paths, links or devices), laid over a copy of the state directory, and that
+    whole copy must pass the forms' validators (state_check.py) before it replaces the
+    state directory in two renames. Everything restored is 0600. Returns the file names."""
     data = decrypt(blob, passphrase)
-    files: list[tuple[PurePosixPath, bytes, int]] = []
+    files: list[tuple[PurePosixPath, bytes]] = []
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             for member in tar.getmembers():
@@ -86,10 +94,45 @@ def restore(state_dir: Path, blob: bytes, passphrase: str) -> list[str]:
                 handle = tar.extractfile(member)
                 if handle is None:  # pragma: no cover - isfile() members always have data
                     continue
-                files.append((name, handle.read(), member.mode & 0o777))
+                files.append((name, handle.read()))
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BackupError(f"The backup could not be read: {exc}") from None
-    for name, content, mode in files:
-        # Everything restored is private unless it was world-readable public material.
-        write_private(state_dir.joinpath(*name.parts), content, mode=mode & 0o644 or 0o600)
-    return [str(name) for name, _, _ in files]
+    parent = state_dir.parent
+    staging = Path(tempfile.mkdtemp(prefix=".restore-web-", dir=parent))
+    try:
+        staged = staging / "web"
+        if state_dir.is_dir():
+            shutil.copytree(state_dir, staged, symlinks=True,
+                            ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+        staged.mkdir(mode=0o700, exist_ok=True)
+        for name, content in files:
+            target = staged.joinpath(*name.parts)
+            if target.is_symlink():
+                target.unlink()
+            write_private(target, content, mode=0o600)
+        try:
+            state_check.check_state_dir(staged)
+        except state_check.BadStateFile as exc:
+            raise BackupError(
+                f"The backup's {exc.name} is not valid ({exc.reason}); nothing was restored."
+            ) from None
+        for path in staged.rglob("*"):
+            if not path.is_symlink():
+                path.chmod(0o700 if path.is_dir() else 0o600)
+        aside = staging / "previous"
+        if state_dir.exists():
+            os.rename(state_dir, aside)
+        try:
+            os.rename(staged, state_dir)
+        except OSError:
+            if aside.exists():
+                os.rename(aside, state_dir)
+            raise
+        fd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [str(name) for name, _ in files]

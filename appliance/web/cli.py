@@ -78,6 +78,9 @@ def settings_from_args(args: argparse.Namespace) -> WebSettings:
         log_file=args.log_file,
         certificate_ips=tuple(args.certificate_ip),
         detect_addresses=args.detect_addresses,
+        data_dir=data_dir,
+        homeserver_kind=kind,
+        config_file=args.config,
     )
 
 

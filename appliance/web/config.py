@@ -66,6 +66,14 @@ class WebSettings:
     acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
     acme_ca_bundle: Path | None = None
     acme_poll_interval: float = 2.0
+    # Full backups (appliance/backup/): the data directory the web state sits in, which
+    # homeserver runs, and the configuration file; None: the Backup page offers only the
+    # web state.
+    data_dir: Path | None = None
+    homeserver_kind: str = "tuwunel"
+    config_file: Path | None = None
+    # Where the wizard's "Restore from a backup" looks for backups (the USB stick).
+    backup_sources: tuple[Path, ...] = (Path("/media/textbridge-backup"),)
 
     def path(self, name: str) -> Path:
         return self.state_dir / name

@@ -4,6 +4,7 @@ backups and the log; plus the public certificate install pages for family phones
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import shutil
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from appliance.control_client import ControlError, ControlUnavailable
 from appliance.homeserver.base import HomeserverError, UserNotFound
-from appliance.web import backup, family, logs, plots, remote, sim, validate
+from appliance.web import backup, backup_pages, family, logs, plots, remote, sim, validate
 from appliance.web.app import (
     get_web,
     plain_error,
@@ -30,6 +31,19 @@ from appliance.web.state import hash_password, verify_password
 from appliance.web.wizard import set_member_lines
 
 MAX_VCARD = 4 * 1024 * 1024
+RECENT_TEXTS = 8
+# The store's states as an owner reads them in "Recent texts".
+STATE_WORDS = {
+    "queued": "waiting",
+    "sending": "waiting",
+    "sent": "sent",
+    "delivered": "delivered",
+    "failed": "failed",
+    "ambiguous": "maybe sent: the chat asks what to do",
+    "cancelled": "cancelled",
+    "received": "received",
+    "quarantined": "held back: the chat says why",
+}
 
 
 def _owner_only(request: web.Request) -> None:
@@ -94,6 +108,7 @@ async def dashboard(request: web.Request, **extra: Any) -> web.Response:
     bridge: dict[str, Any] | None = None
     bridge_error: str | None = None
     stats: dict[str, Any] = {}
+    activity: list[dict[str, Any]] = []
     if w.control is None:
         bridge_error = "The bridge is not connected to this page."
     else:
@@ -102,12 +117,19 @@ async def dashboard(request: web.Request, **extra: Any) -> web.Response:
             stats = await w.control.stats(14)
         except (ControlUnavailable, ControlError) as exc:
             bridge_error = str(exc)
+        else:
+            # Recent texts are a nicety: their failure must not hide the bridge's status.
+            with contextlib.suppress(ControlUnavailable, ControlError):
+                activity = await w.control.activity(RECENT_TEXTS)
     usage = await asyncio.to_thread(shutil.disk_usage, w.state.dir)
     problems = bridge_problems(bridge)
+    lines = (bridge or {}).get("lines", [])
+    names = {str(x.get("line_id")): str(x.get("name") or x.get("line_id")) for x in lines}
     signal_charts = []
     for line_id, samples in sorted(stats.get("signal", {}).items()):
         pairs = [(float(t), float(v)) for t, v in samples]
-        signal_charts.append((line_id, plots.signal_chart(pairs, line_name=line_id)))
+        name = names.get(line_id, line_id)
+        signal_charts.append((name, plots.signal_chart(pairs, line_name=name)))
     days = [
         (str(d["day"]), int(d["inbound"]), int(d["outbound"]))
         for d in stats.get("messages_per_day", [])
@@ -120,12 +142,15 @@ async def dashboard(request: web.Request, **extra: Any) -> web.Response:
         bridge=bridge,
         bridge_error=bridge_error,
         bridge_problems=problems,
-        lines=(bridge or {}).get("lines", []),
+        lines=lines,
         disk_free_gb=usage.free / 1e9,
         disk_free_pct=100 * usage.free / usage.total if usage.total else 0,
         uptime=human_duration(_system_uptime()),
         bridge_uptime=human_duration((bridge or {}).get("bridge", {}).get("uptime_s")),
         signal_charts=signal_charts,
+        activity=[{**a, "words": STATE_WORDS.get(str(a.get("state")), str(a.get("state"))),
+                   "line": names.get(str(a.get("line_id")), str(a.get("line_id")))}
+                  for a in activity],
         messages_chart=plots.messages_chart(days),
         days=days,
         fmt_time=lambda t: dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -382,7 +407,8 @@ async def contacts_post(request: web.Request) -> web.Response:
 
 async def backup_get(request: web.Request) -> web.Response:
     _owner_only(request)
-    return render(request, "backup.html", errors={}, restored=request.query.get("restored"))
+    return render(request, "backup.html", errors={}, restored=request.query.get("restored"),
+                  **backup_pages.context(request))
 
 
 async def backup_download(request: web.Request) -> web.StreamResponse:
@@ -540,6 +566,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/backup", backup_get)
     app.router.add_post("/backup/download", backup_download)
     app.router.add_post("/backup/restore", backup_restore)
+    backup_pages.add_routes(app)
     app.router.add_get("/logs", logs_get)
     app.router.add_get("/account", account_get)
     app.router.add_post("/account", account_post)

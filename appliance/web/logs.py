@@ -57,10 +57,22 @@ async def recent_lines(
             args += ["-u", unit]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+                *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
             )
-            out, _ = await asyncio.wait_for(proc.communicate(), 10)
+            out, err = await asyncio.wait_for(proc.communicate(), 10)
         except (OSError, TimeoutError):
             return ["The system log could not be read."]
-        raw = out.decode("utf-8", "replace").splitlines()
+        # journalctl's own remarks ("-- No entries --", "-- Boot … --") are not log lines.
+        raw = [
+            line
+            for line in out.decode("utf-8", "replace").splitlines()
+            if not (line.startswith("-- ") and line.endswith(" --"))
+        ]
+        if not raw and (b"permission" in err.lower() or b"systemd-journal" in err):
+            # Without the systemd-journal group journalctl sees only this user's own
+            # (empty) journal and says "-- No entries --" as if nothing had happened.
+            return [
+                "The system log could not be read: the web service is not allowed to read "
+                "the journal (it needs the systemd-journal group)."
+            ]
     return [redact(line) for line in raw]

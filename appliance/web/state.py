@@ -160,6 +160,11 @@ class WebState:
             return None
         return {str(k): str(v) for k, v in data.items()}
 
+    def forget_owner_reset(self) -> None:
+        data = self.setup()
+        if data.pop("owner_reset_username", None) is not None:
+            self.save_setup(data)
+
     def save_owner(self, *, name: str, username: str, mxid: str, password_hash: str) -> None:
         write_json(
             self.dir / names.OWNER_FILE,

@@ -19,7 +19,7 @@ from appliance.homeserver.base import (
     LoginFailed,
     UserExists,
 )
-from appliance.web import family, sim, validate
+from appliance.web import backup_pages, family, owner_reset, sim, validate
 from appliance.web.app import (
     get_web,
     is_owner,
@@ -155,6 +155,7 @@ async def submit(request: web.Request) -> web.Response:
                 return page(request, 2, "setup_2.html", status=400, **ctx)
         w.state.mark_done(2, domain=domain or None)
     elif step == 6:
+        await backup_pages.ensure_key(w)  # the emergency kit's key, before the first backup
         w.state.finish()
         raise web.HTTPSeeOther("/")
     else:
@@ -210,7 +211,12 @@ async def _submit_owner(request: web.Request) -> web.Response:
             # A retry after a crash between creating the account and saving it here: the
             # right password proves it is the same person's account.
             try:
-                await hs.login(values["username"], password)
+                if w.state.setup().get(owner_reset.RESET_KEY) == values["username"]:
+                    # The owner reset from the boot partition (owner_reset.py): physical
+                    # access proved it is theirs, so the account gets the new password.
+                    await hs.set_password(values["username"], password)
+                else:
+                    await hs.login(values["username"], password)
             except LoginFailed:
                 errors["username"] = "This username is already taken. Please pick another."
                 return again_page()
@@ -235,6 +241,7 @@ async def _submit_owner(request: web.Request) -> web.Response:
                    added_at=time.time())
         )
         w.state.mark_done(1)
+        w.state.forget_owner_reset()
     replace_session(request, w.sessions.rotate(session_of(request), values["username"]))
     raise web.HTTPSeeOther("/setup/2")
 

@@ -6,12 +6,23 @@ document.addEventListener("DOMContentLoaded", function () {
   if (!box) { return; }
   var url = box.getAttribute("data-outbox");
   var tries = 0;
+  // A network may send its delivery report late or never (many prepaid ones do): after a
+  // minute at "sent", the page says so instead of waiting in silence.
+  var late = box.getAttribute("data-late");
+  var sentSince = null;
   function poll() {
     tries += 1;
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (r) { return r.json(); })
       .then(function (data) {
-        box.textContent = data.words || data.error || "Unknown state.";
+        var words = data.words || data.error || "Unknown state.";
+        if (data.state === "sent") {
+          if (sentSince === null) { sentSince = Date.now(); }
+          if (late && Date.now() - sentSince >= 60000) { words = late; }
+        } else {
+          sentSince = null;
+        }
+        box.textContent = words;
         box.setAttribute("data-state", data.state || "");
         if (!data.final && tries < 150) { setTimeout(poll, 2000); }
       })
