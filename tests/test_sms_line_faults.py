@@ -45,12 +45,14 @@ async def test_unplug_that_starts_while_reconnecting_is_told_and_cleared_once(
 ) -> None:
     h = await make_line()
     h.sim.faults.unplug()
-    await until(lambda: keys(h, "unavailable") == ["unavailable"], 20, "unplug told")
-    # A slow modem, so that the line is still setting it up when it is pulled again.
+    await until(lambda: keys(h, "unavailable") == ["unavailable"], 40, "unplug told")
+    # A slow modem, so that the test sees the line's last set-up command come in, and
+    # pulls the stick as the modem answers it: the line is told "set up" and loses the port
+    # in the same moment.
     h.sim.faults.slow(0.3)
     seen = len(h.sim.commands)
     h.sim.faults.replug()
-    await until(lambda: len(h.sim.commands) > seen + 2, 30, "reconnecting")
+    await until(lambda: "AT+CEREG=2" in h.sim.commands[seen:], 60, "reconnecting")
     h.sim.faults.unplug()
     h.sim.faults.slow(0)
     await asyncio.sleep(8.0)
@@ -69,7 +71,9 @@ async def test_network_loss_while_ready_is_told_after_a_while_and_cleared(
     h = await make_line()
     h.line.notice_after = 2.0
     h.sim.network.registered = False
-    await until(lambda: not h.line.status().sending, 10, "line says it cannot send")
+    # At once, not at the next health check (half a minute away): the line is not "ready".
+    await until(lambda: h.line.status().state == LineState.DEGRADED, 5, "line degraded")
+    assert not h.line.status().sending
     await until(lambda: keys(h, "no-network") == ["no-network"], 20, "no network told")
     h.sim.network.registered = True
     await told_once_and_cleared(h, "no-network", 20)

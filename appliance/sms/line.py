@@ -709,12 +709,15 @@ class SmsLine(LineReporting):
             digest = hashlib.sha256(
                 "\n".join(sorted(f.dedup_key for f in family)).encode()
             ).hexdigest()[:32]
+            body = " ".join(f"[part {f.index} of {total}] {f.payload}" for f in family)
             messages = [
                 InboundMessage(
                     line_id=self.id,
                     conversation=sender,
                     sender=sender,
-                    body=" ".join(f"[part {f.index} of {total}] {f.payload}" for f in family),
+                    body=body,
+                    # The parts' PDUs are not kept once decoded; their words are the record.
+                    raw=body.encode("utf-8"),
                     sent_at=min(f.sent_at for f in family),
                     dedup_key=f"collision:{digest}",
                     kind="quarantine",
