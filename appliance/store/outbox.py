@@ -16,6 +16,7 @@ have gone out is ever sent again without a person saying so.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sqlite3
@@ -355,8 +356,12 @@ class Outbox:
                 (reference, now, row_id, index),
             )
             await conn.execute("UPDATE outbox SET updated_at = ? WHERE id = ?", (now, row_id))
-            row = await self._one(row_id)
-            return await self._sent(row) if last else row
+            if not last:
+                return await self._one(row_id)
+            # The row as just written, without reading it back: _sent reads it once, after.
+            sent = OutboxPart(index, PartState.SENT, reference, None)
+            parts = tuple(sent if p.index == index else p for p in row.parts)
+            return await self._sent(dataclasses.replace(row, parts=parts))
 
     async def mark_sent(self, row_id: int, *, meta: dict[str, Any] | None = None) -> OutboxRow:
         """Every part accepted. Reports that arrived meanwhile decide DELIVERED/FAILED.
