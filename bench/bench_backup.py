@@ -5,8 +5,9 @@ The box is built with real parts: the real Store (10,000 inbox rows through inbo
 delivered, in WAL mode), a bridge database and a homeserver database in WAL mode, and the
 media store as 100 files of 1 MiB of random bytes (photos do not compress; neither does
 this). Then `create` (SQLite online backups, tar with gzip level 1, age X25519) and
-`restore` (decrypt, unpack into staging, integrity_check and the web validators, swap) run
-as the CLI runs them. Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_backup.py
+`verify` (what the nightly backup does after writing) and `restore` (decrypt, unpack into
+staging, integrity_check and the web validators, swap) run as the CLI runs them.
+Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_backup.py
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from appliance.backup import key
 from appliance.backup.create import create
 from appliance.backup.layout import Layout
-from appliance.backup.restore import restore
+from appliance.backup.restore import restore, verify
 from appliance.store import Store
 from appliance.store.models import InboundMessage
 
@@ -80,6 +81,9 @@ def main() -> int:
         backup_s = time.perf_counter() - t0
         identity = key.load(layout.key_file).identity
         t0 = time.perf_counter()
+        checked = verify(out, layout, identity)
+        verify_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
         done = restore(out, layout, identity)
         restore_s = time.perf_counter() - t0
         rows = [
@@ -89,6 +93,7 @@ def main() -> int:
             ("backup file", f"{made.size / (1 << 20):.1f} MiB"),
             ("files / databases", f"{made.files} / {made.databases}"),
             ("backup time", f"{backup_s:.2f} s"),
+            ("verify time (nightly check)", f"{verify_s:.2f} s ({checked} files)"),
             ("restore time", f"{restore_s:.2f} s ({done.files} files)"),
             ("(building the box)", f"{built:.1f} s"),
         ]

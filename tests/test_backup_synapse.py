@@ -29,7 +29,7 @@ from tests.plugins.bridge import (
 from tests.plugins.synapse import MatrixUser, create_test_user
 
 ANNA = "+4915112345678"
-TOTAL = 60
+TOTAL = 100
 
 
 def text(i: int) -> InboundMessage:

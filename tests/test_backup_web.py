@@ -159,3 +159,35 @@ async def test_kit_page_and_full_backup_download(web_factory: Any, tmp_path: Any
     await c.client.post("/logout", data={"csrf": await c.csrf("/")})
     resp = await c.client.get("/backup/kit", allow_redirects=False)
     assert resp.status in (303, 401, 403)
+
+
+async def test_owner_sets_a_passphrase_that_opens_new_backups(
+    web_factory: Any, tmp_path: Any
+) -> None:
+    from pathlib import Path
+
+    from appliance.backup.errors import BackupError
+    from appliance.backup.layout import Layout
+    from appliance.backup.restore import verify
+
+    c = await web_factory(data_dir=tmp_path, homeserver_kind="synapse")
+    complete_setup(c.settings)
+    await c.login()
+    status, text, _ = await c.submit("/backup/kit", "/backup/passphrase",
+                                     {"passphrase": "short", "passphrase2": "short"})
+    assert status == 400 and "at least 12" in text
+    phrase = "our family's long phrase"
+    status, _, resp = await c.submit("/backup/kit", "/backup/passphrase",
+                                     {"passphrase": phrase, "passphrase2": phrase})
+    assert status == 303 and resp.headers["Location"] == "/backup/kit?passphrase=1"
+    status, text = await c.page("/backup/kit?passphrase=1")
+    assert "new backups open with your passphrase too" in text
+    assert phrase not in (tmp_path / "backup.key").read_text()
+    status, _, resp = await c.submit("/backup", "/backup/full", {})
+    assert status == 200
+    out = Path(tmp_path / "p.tbbackup")
+    out.write_bytes(await resp.read())
+    layout = Layout(tmp_path, "synapse")
+    assert verify(out, layout, phrase) >= 3
+    with pytest.raises(BackupError, match="passphrase is wrong"):
+        verify(out, layout, "not the family's phrase")

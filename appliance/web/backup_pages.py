@@ -20,6 +20,7 @@ from appliance.backup import create as backup_create
 from appliance.backup import key as backup_key
 from appliance.backup.errors import BackupError
 from appliance.backup.layout import Layout
+from appliance.web import validate
 from appliance.web.app import Web, get_web, render, require_owner
 
 CHUNK = 1 << 20
@@ -52,11 +53,41 @@ async def kit(request: web.Request) -> web.Response:
     key = await ensure_key(w)
     if key is None:
         raise web.HTTPNotFound()
+    return await _kit_page(request, key)
+
+
+async def _kit_page(request: web.Request, key: backup_key.BackupKey, *, status: int = 200,
+                    errors: dict[str, str] | None = None) -> web.Response:
+    w = get_web(request)
     owner = w.state.owner() or {}
-    return render(request, "backup_kit.html", kit=backup_key.kit_text(key),
+    return render(request, "backup_kit.html", status=status, kit=backup_key.kit_text(key),
                   passphrase=bool(key.passphrase_identity), owner=owner.get("name", ""),
-                  server_name=w.server_name(),
+                  server_name=w.server_name(), errors=errors or {},
+                  saved=request.query.get("passphrase") == "1",
                   made=time.strftime("%Y-%m-%d", time.localtime()))
+
+
+async def set_passphrase(request: web.Request) -> web.Response:
+    """The owner's own passphrase, which then opens every new backup as the kit's key does
+    (appliance/backup/key.py). Seconds of scrypt, once."""
+    require_owner(request)
+    w = get_web(request)
+    current = await ensure_key(w)
+    if current is None:
+        raise web.HTTPNotFound()
+    form = await request.post()
+    phrase = str(form.get("passphrase", ""))[:2000]
+    try:
+        validate.passphrase(phrase)
+        if phrase != str(form.get("passphrase2", "")):
+            raise validate.Invalid("The two passphrases are not the same.")
+    except validate.Invalid as exc:
+        return await _kit_page(request, current, status=400, errors={"passphrase": exc.message})
+    layout = layout_of(w)
+    assert layout is not None
+    updated = await asyncio.to_thread(backup_key.with_passphrase, current, phrase)
+    await asyncio.to_thread(backup_key.save, layout.key_file, updated)
+    raise web.HTTPSeeOther("/backup/kit?passphrase=1")
 
 
 async def download_full(request: web.Request) -> web.StreamResponse:
@@ -96,4 +127,5 @@ def add_routes(app: web.Application) -> None:
 
     app.router.add_get("/backup/kit", kit)
     app.router.add_post("/backup/full", download_full)
+    app.router.add_post("/backup/passphrase", set_passphrase)
     restore_step.add_routes(app)
