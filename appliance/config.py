@@ -189,8 +189,19 @@ class BridgeConfig:
     registration: Path = Path("/var/lib/textbridge/registration.yaml")
     # The bridge's own tables (portals, ghosts, management rooms); relative to data_dir.
     database: Path = Path("bridge.db")
-    # The appservice listener is loopback only: the homeserver runs on the same box.
-    listen_host: str = _opt("127.0.0.1", pattern=r"127\.[0-9.]+|::1|localhost")
+    # "own": the homeserver runs on this box (loopback, accounts made through its adapter);
+    # "external": the family's existing homeserver, reached over the home network or the
+    # WireGuard tunnel; its accounts are theirs and its admin API is never used.
+    homeserver: Literal["own", "external"] = "own"
+    # The appservice listener: loopback for "own"; the home or tunnel address for
+    # "external" (never every address: bridge/config.py checks).
+    listen_host: str = _opt(
+        "127.0.0.1", pattern=r"[0-9.]+|[0-9A-Fa-f:]+|localhost", help="an IP address"
+    )
+    # "external": the address the homeserver connects from; the firewall admits only it.
+    homeserver_address: str = _opt(
+        "", pattern=r"([0-9.]+|[0-9A-Fa-f:]+)?", help="the homeserver's IP address"
+    )
     listen_port: int = _opt(29330, min=1, max=65535)
     bot_localpart: str = _opt("textbridge", pattern=_LOCALPART)
     bot_displayname: str = "Textbridge"

@@ -198,7 +198,9 @@ class Appliance:
         # An address book uploaded while the bridge was down is taken now.
         await self._import_contacts()
         self._reload_task = asyncio.create_task(self._reload_loop(), name="reload-members")
-        self._watch_homeserver(config)
+        if config.bridge.homeserver == "own":
+            # The family's own server is theirs to restart, never the appliance's.
+            self._watch_homeserver(config)
 
     def _watch_homeserver(self, config: Config) -> None:
         from appliance.homeserver import watch

@@ -82,7 +82,15 @@ class SynapseServer:
         python: Path = DEFAULT_PYTHON,
         appservice_files: Sequence[Path] = (),
         registration_tokens: bool = False,
+        bind_host: str = "127.0.0.1",
+        command_prefix: Sequence[str] = (),
+        extra_config: dict[str, Any] | None = None,
     ) -> None:
+        # bind_host, command_prefix (e.g. `ip netns exec NS`) and extra_config let a test
+        # play a family's own server on another host: tests/test_external_homeserver.py.
+        self.bind_host = bind_host
+        self.command_prefix = list(command_prefix)
+        self.extra_config = dict(extra_config or {})
         self.state_dir = Path(state_dir).resolve()
         self.server_name = server_name
         self._fixed_port = port is not None
@@ -112,7 +120,8 @@ class SynapseServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
+        return f"http://{host}:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -190,7 +199,7 @@ class SynapseServer:
                     "port": self.port,
                     # Loopback only; no "federation" resource: this server talks to nobody
                     # but the bridge and the tests.
-                    "bind_addresses": ["127.0.0.1"],
+                    "bind_addresses": [self.bind_host],
                     "type": "http",
                     "tls": False,
                     "x_forwarded": False,
@@ -239,6 +248,7 @@ class SynapseServer:
             "rc_profile": _RELAXED,
             "rc_presence": {"per_user": _RELAXED},
             "rc_delayed_event_mgmt": _RELAXED,
+            **self.extra_config,
         }
 
     def _secret_file(self, name: str) -> Path:
@@ -316,7 +326,14 @@ class SynapseServer:
     def _spawn(self) -> subprocess.Popen[bytes]:
         with self.stdout_path.open("ab") as out:
             return subprocess.Popen(
-                [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
+                [
+                    *self.command_prefix,
+                    str(self.python),
+                    "-m",
+                    "synapse.app.homeserver",
+                    "-c",
+                    str(self.config_path),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
