@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # subprocesses. Tests that must not overlap are grouped in tests/conftest.py (--dist loadgroup).
 PYTEST_WORKERS ?= 4
 
-.PHONY: all deps venv synapse test lint demo lock bench clean
+.PHONY: all deps venv synapse test lint demo lock bench clean bundle
 
 all: venv
 
@@ -58,6 +58,21 @@ lock:
 	build/piptools/bin/pip install --quiet pip-tools
 	cd requirements && for f in runtime dev synapse; do \
 	  ../build/piptools/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras -o $$f.lock $$f.in; done
+
+# A signed RAUC bundle of the root filesystem `make image` leaves in build/image/rootfs
+# (docs/update.md). Without BUNDLE_CERT/BUNDLE_KEY it is signed with a development key made in
+# build/dev-key/, which only a development image trusts: never publish such a bundle.
+BUNDLE_ROOTFS  ?= build/image/rootfs
+BUNDLE_VERSION ?= $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n1)
+BUNDLE_CERT    ?= build/dev-key/dev.cert.pem
+BUNDLE_KEY     ?= build/dev-key/dev.key.pem
+BUNDLE_KEYRING ?= $(BUNDLE_CERT)
+bundle:
+	@scripts/install-deps test
+	@if [ "$(BUNDLE_CERT)" = build/dev-key/dev.cert.pem ]; then scripts/make-bundle dev-key build/dev-key >/dev/null; fi
+	scripts/make-bundle --rootfs $(BUNDLE_ROOTFS) --version $(BUNDLE_VERSION) \
+	  --cert $(BUNDLE_CERT) --key $(BUNDLE_KEY) --keyring $(BUNDLE_KEYRING) \
+	  --out build/textbridge-$(BUNDLE_VERSION)-rpi-arm64.raucb
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

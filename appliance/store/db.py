@@ -16,7 +16,7 @@ import aiosqlite
 from appliance.files import private_database
 from appliance.store.errors import StoreError
 from appliance.store.notify import Notifier
-from appliance.store.schema import MIGRATIONS, SCHEMA_VERSION
+from appliance.store.schema import MIGRATIONS, SCHEMA_VERSION, oldest_reader, readable
 
 Clock = Callable[[], int]
 
@@ -175,6 +175,15 @@ async def _check_pragma(conn: aiosqlite.Connection, name: str, want: int) -> Non
         raise StoreError(f"PRAGMA {name} is {row and row[0]!r}, need {want}")
 
 
+async def _floor(conn: aiosqlite.Connection) -> int | None:
+    try:
+        async with conn.execute("SELECT max(oldest_reader) FROM schema_floor") as cur:
+            row = await cur.fetchone()
+    except sqlite3.OperationalError:  # no such table: written before floors existed
+        return None
+    return int(row[0]) if row is not None and row[0] is not None else None
+
+
 async def migrate(conn: aiosqlite.Connection, path: Path) -> None:
     # The version is read inside the write transaction: two processes opening a new
     # database at once must not both run the same migration.
@@ -184,14 +193,24 @@ async def migrate(conn: aiosqlite.Connection, path: Path) -> None:
             row = await cur.fetchone()
         version = int(row[0]) if row is not None else 0
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} has schema version {version}, but this Textbridge knows only up to "
-                f"{SCHEMA_VERSION}; it was written by a newer version and is left untouched"
-            )
+            # A newer Textbridge migrated this file, and an update was rolled back: use it
+            # as it is when its changes were backward compatible, and never lower it.
+            floor = await _floor(conn)
+            if not readable(version, floor):
+                raise StoreError(
+                    f"{path} has schema version {version}, but this Textbridge knows only up "
+                    f"to {SCHEMA_VERSION}; it was written by a newer version and is left "
+                    "untouched"
+                )
+            await conn.execute("COMMIT")
+            return
         for number in range(version, SCHEMA_VERSION):
             for statement in MIGRATIONS[number]:
                 await conn.execute(statement)
         if version != SCHEMA_VERSION:
+            await conn.execute("DELETE FROM schema_floor")
+            await conn.execute("INSERT INTO schema_floor (oldest_reader) VALUES (?)",
+                               (oldest_reader(),))
             await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         await conn.execute("COMMIT")
     except BaseException:

@@ -4,6 +4,13 @@
 statements applied in one transaction together with the version bump, so a database is
 always at exactly one version, even if the process dies mid-migration. Never edit a
 released migration; append a new one.
+
+Migrations are backward compatible (docs/update.md, "Data across an update"): after an
+update is rolled back, the older Textbridge opens the file the newer one migrated and runs on
+it. So a migration only adds (tables, indexes, columns that are NULL or have a DEFAULT) and
+never renames, drops or tightens what an older version writes. One that cannot be written
+so goes into BREAKING, and the file then records that versions before it must not open it
+(`schema_floor`): they refuse it, untouched, instead of misreading it.
 """
 
 from __future__ import annotations
@@ -122,6 +129,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             WHERE state IN ('sent', 'trying')
         """,
     ),
+    # 3: the oldest schema version whose code may still open this file (see above).
+    ("CREATE TABLE IF NOT EXISTS schema_floor (oldest_reader INTEGER NOT NULL)",),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+# Migrations (by the version they lead to) that older code cannot run on. Version 3 is the
+# first whose code knows the floor at all.
+BREAKING: frozenset[int] = frozenset()
+FIRST_FLOOR_VERSION = 3
+
+
+def oldest_reader(version: int = SCHEMA_VERSION) -> int:
+    """The floor a file at `version` records: the newest breaking migration up to it."""
+    return max({n for n in BREAKING if n <= version} | {FIRST_FLOOR_VERSION})
+
+
+def readable(version: int, floor: int | None) -> bool:
+    """Whether this code may use a file at `version` whose recorded floor is `floor`: one it
+    can migrate, or a newer one whose changes were all backward compatible."""
+    return version <= SCHEMA_VERSION or (floor is not None and floor <= SCHEMA_VERSION)
