@@ -31,6 +31,7 @@ BRIDGE_PORT = 29330
 WEB_PORT = 8080
 SIM_CONTROL_PORT = 29320
 FAMILY_MEMBER = "alex"
+DEMO_REPORT_DELAY = 3.0  # seconds from a text leaving the modem to its delivery report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +149,10 @@ class Demo:
         print("Starting the modem simulator…", flush=True)
         link = self.state / "modem"
         self.sim = ModemSimulator(pin=None, link_path=link)
+        # As a real network does, a few seconds after each text: "delivered". `network
+        # auto-report --status 0x41` (failed) or `--off` (no report) play other networks.
+        self.sim.network.auto_report = 0x00
+        self.sim.network.report_delay = DEMO_REPORT_DELAY
         self.sim.start()
         print("Starting the simulated Android phone…", flush=True)
         self.phone = SimPhone()
@@ -218,7 +223,8 @@ To start a chat with a phone number, either:
 
 Act as the phone network (another terminal, in this directory):
   {net} send --from +4915112345678 --text "Hi!"
-  {net} sent      # what the modem sent
+  {net} sent      # what the modem sent, with the reference `report` takes
+  {net} auto-report --off   # no delivery reports (--status 0x41: failed; 0: delivered)
 and as the people texting the tethered phone (RCS, or --sms; --group NAME --members a,b):
   {net} phone-send --from +4917612345678 --text "Hi!"
   {net} phone-sent  # what the phone sent

@@ -94,3 +94,19 @@ def test_vcards_of_several_versions() -> None:
     assert contacts.looks_like_vcard("begin:vcard\n...")
     assert not contacts.looks_like_vcard("hello")
     assert contacts.parse("END:VCARD\nTEL:1\nBEGIN:VCARD") == []
+
+
+def test_clean_name_drops_bidi_and_invisible_characters_and_keeps_joiners() -> None:
+    from appliance.bridge.text import clean_name
+
+    assert clean_name("\u202eOma\u200b Erna\ufeff\u2066\u2067\u2068\u2069") == "Oma Erna"
+    assert clean_name("+49\u202e 151\u00a0 1234") == "+49 151 1234"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467 Familie"  # one emoji, ZWJs inside
+    assert clean_name(family) == family
+    assert (
+        clean_name("\u0645\u06cc\u200c\u062e\u0648\u0627\u0645")
+        == "\u0645\u06cc\u200c\u062e\u0648\u0627\u0645"
+    )
+    flag = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
+    assert clean_name(f"{flag} Fans\n\t\x00") == f"{flag} Fans"
+    assert clean_name("\u202e\u200b") == ""

@@ -278,6 +278,24 @@ async def _wait_notice(client: nio.AsyncClient, room_id: str, words: str) -> Non
         await asyncio.sleep(0.5)
 
 
+async def wait_for_receipt(
+    client: nio.AsyncClient, room_id: str, event_id: str, user_id: str, timeout: float = 60.0
+) -> None:
+    """Until `user_id` has a read receipt on `event_id` (the bridge's sign of DELIVERED)."""
+    deadline = time.monotonic() + timeout
+    since: str | None = None
+    while time.monotonic() < deadline:
+        resp = await client.sync(timeout=2000, since=since)
+        assert isinstance(resp, nio.SyncResponse), resp
+        since = resp.next_batch
+        room = resp.rooms.join.get(room_id)
+        for receipt_event in room.ephemeral if room is not None else []:
+            for r in getattr(receipt_event, "receipts", []):
+                if r.event_id == event_id and r.user_id == user_id:
+                    return
+    raise AssertionError(f"no delivery receipt from {user_id} within {timeout} s")
+
+
 async def test_demo_end_to_end(tmp_path: Path) -> None:
     _require_synapse()
     state = tmp_path / "demo-state"
@@ -322,6 +340,9 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
             await asyncio.sleep(0.5)
         assert out.count("hello back") == 1, out
         assert NUMBER in out, out
+        assert re.search(rf"{re.escape(NUMBER)}\treference \d+\thello back", out), out
+        # The demo's network reports delivery by itself: the contact's ghost "reads" it.
+        await wait_for_receipt(client, room_id, sent.event_id, event["sender"])
 
         # "Start chat" with the ghost ID the banner prints, as Element X does it (an
         # encrypted direct chat): the bridge points to the chat that works, and leaves.

@@ -660,9 +660,25 @@ def test_cli_control_server_and_network_client(tmp_path: Path) -> None:
             assert pdu.decode(listed[1]).text == "hi there"  # type: ignore[union-attr]
             [part] = submit("hello from the appliance")
             assert c.send_pdu(part)[0] == "+CMGS: 0"
-            assert network("sent") == f"{DEST}\thello from the appliance\n"
+            assert network("sent") == f"{DEST}\treference 0\thello from the appliance\n"
             assert "reference 0" in network("report", "--reference", "0", "--status", "0")
-            assert '"sent": 1' in network("status")
+            # A two-part text: its line names both parts' references, as `report` takes them.
+            long = "x" * 200
+            for part in submit(long):
+                assert c.send_pdu(part)[0].startswith("+CMGS: ")
+            assert network("sent").splitlines()[1] == f"{DEST}\treferences 1,2\t{long}"
+            # The network's own reports: on (the demo's default), then off.
+            assert c.cmd("AT+CNMI=2,1,0,2,0") == ["OK"]
+            said = network("auto-report", "--status", "0", "--delay", "0.1")
+            assert "status 0x00" in said
+            [reported] = submit("report me", status=True)
+            assert c.send_pdu(reported)[0] == "+CMGS: 3"
+            [urc] = c.lines(c.raw(0.6))
+            assert urc.startswith('+CDSI: "SM",')
+            assert "no status reports" in network("auto-report", "--off")
+            assert c.send_pdu(reported)[0] == "+CMGS: 4"
+            assert c.lines(c.raw(0.6)) == []
+            assert '"sent": 5' in network("status")
             base = f"http://{control}"
             assert _post(base + "/fault", {"fault": "registered", "value": False}) == (200, {})
             assert c.cmd("AT+CSQ") == ["+CSQ: 99,99", "OK"]

@@ -19,6 +19,7 @@ from mautrix.errors import MatrixRequestError, MForbidden
 from mautrix.types import Membership, RoomCreatePreset, RoomID, UserID
 
 from appliance.bridge.db import Portal
+from appliance.bridge.text import clean_name
 from appliance.phonenum import NumberKind, format_display, normalize
 
 if TYPE_CHECKING:
@@ -74,8 +75,8 @@ class Portals:
 
     async def display_name(self, number: str, home_country: str) -> str:
         n = normalize(number, home_country)
-        name = await self.bridge.db.contact_name(n.value)
-        return name or format_display(n.value, home_country)
+        name = clean_name(await self.bridge.db.contact_name(n.value) or "")
+        return name or clean_name(format_display(n.value, home_country)) or "Unknown sender"
 
     async def ghost(self, number: str, home_country: str) -> IntentAPI:
         mxid = self.ghost_mxid(number, home_country)
@@ -147,7 +148,7 @@ class Portals:
             return (
                 f"{'Texts' if line.kind == 'phone' else 'SMS'} with {who} via line {line.id}. {how}"
             )
-        name = str(meta.get("group_name") or "a group")
+        name = clean_name(str(meta.get("group_name") or "")) or "a group"
         raw = meta.get("members")
         members = [format_display(str(m), line.home_country) for m in raw or []]
         who = ", ".join(members)
@@ -164,7 +165,7 @@ class Portals:
         # up every text behind it.
         bot = self.bridge.az.intent
         if group:
-            name = str(meta.get("group_name") or f"Group {conversation}")
+            name = clean_name(str(meta.get("group_name") or "")) or f"Group {conversation}"
             room_id = await bot.create_room(
                 name=name,
                 topic=self._topic(line, conversation, True, meta),

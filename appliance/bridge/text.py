@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from html.parser import HTMLParser
 from typing import Any
 
@@ -149,3 +150,22 @@ def quote(text: str, limit: int = 60) -> str:
 
 def escape(text: str) -> str:
     return html.escape(text, quote=False)
+
+
+# Joiners that build a written form (emoji sequences, Persian and Indic words): kept.
+_JOINERS = frozenset({"\u200c", "\u200d"})
+
+
+def clean_name(name: str) -> str:
+    """A name fit to show as a person or room: no control or invisible format characters
+    (bidi overrides and isolates U+202A-202E, U+2066-2069, marks, U+200B, U+FEFF), so a
+    name from a vCard or a notification cannot turn a number or a file name around or
+    hide what it is; runs of spaces become one. Joiners of emoji and scripts stay."""
+    kept = []
+    for ch in unicodedata.normalize("NFC", name):
+        cat = unicodedata.category(ch)
+        if cat[0] == "Z":
+            kept.append(" ")
+        elif cat[0] != "C" or ch in _JOINERS or 0xE0020 <= ord(ch) <= 0xE007F:
+            kept.append(ch)  # (tags U+E0020-E007F spell subdivision flags)
+    return " ".join("".join(kept).split())

@@ -72,6 +72,11 @@ def _fault(sim: ModemSimulator, body: dict[str, Any]) -> None:
         faults.storage_full = bool(body.get("value", True))
     elif name == "registered":
         sim.network.registered = bool(body.get("value", True))
+    elif name == "auto_report":  # the network's own status reports: a TP-ST, or None
+        status = body.get("status")
+        sim.network.auto_report = None if status is None else int(status)
+        if body.get("delay") is not None:
+            sim.network.report_delay = float(body["delay"])
     else:
         raise ValueError(f"unknown fault {name!r}")
 

@@ -1,7 +1,9 @@
 """`textbridge network`: play the phone network of a running `textbridge modem-sim`.
 
 Usage: `network send --from +4915112345678 --text "hi"`, `network sent` (what the modem sent,
-decoded), `network report --reference 3 --status 0`, `network status`.
+decoded, with each part's TP-MR reference), `network report --reference 3 --status 0`,
+`network auto-report --status 0 --delay 3` (or `--off`: the network then reports only when
+told), `network status`.
 """
 
 from __future__ import annotations
@@ -45,10 +47,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     send = sub.add_parser("send", help="deliver a text to the modem")
     send.add_argument("--from", dest="sender", required=True, help="sender's number or name")
     send.add_argument("--text", required=True)
-    sub.add_parser("sent", help="print what the modem sent, decoded")
+    sub.add_parser("sent", help="print what the modem sent, decoded, with its references")
     report = sub.add_parser("report", help="send a status report for a sent part")
-    report.add_argument("--reference", type=int, required=True, help="the part's TP-MR")
+    report.add_argument(
+        "--reference", type=int, required=True, help="the part's TP-MR (see `network sent`)"
+    )
     report.add_argument("--status", type=lambda v: int(v, 0), default=0, help="TP-ST")
+    auto = sub.add_parser("auto-report", help="report every sent part by itself, or stop")
+    how = auto.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--status",
+        type=lambda v: int(v, 0),
+        help="TP-ST to report: 0 delivered, 0x41 failed for good, 0x20 still trying",
+    )
+    how.add_argument("--off", action="store_true", help="send no reports unless told")
+    auto.add_argument("--delay", type=float, default=None, help="seconds after sending")
     sub.add_parser("status", help="print the simulator's state")
     # The demo's simulated Android phone (RCS and SMS through Google Messages).
     psend = sub.add_parser("phone-send", help="a message reaches the tethered phone (demo)")
@@ -70,6 +83,34 @@ def _call(base: str, method: str, path: str, body: dict[str, Any] | None = None)
         return json.loads(response.read())
 
 
+def sent_with_references(parts: list[dict[str, Any]]) -> list[tuple[str, list[int], str]]:
+    """(destination, TP-MR of each part, whole text) per message in the order sent: the
+    parts of a multipart message are put together by (destination, concatenation
+    reference, total), as the receiving phone does."""
+    order: list[tuple[str, int, int] | int] = []
+    groups: dict[tuple[str, int, int], dict[int, dict[str, Any]]] = {}
+    for i, part in enumerate(parts):
+        concat = part.get("concat")
+        if not concat or int(concat["total"]) <= 1:
+            order.append(i)
+            continue
+        key = (str(part["dest"]), int(concat["ref"]), int(concat["total"]))
+        if key not in groups:
+            groups[key] = {}
+            order.append(key)
+        groups[key][int(concat["seq"])] = part
+    out: list[tuple[str, list[int], str]] = []
+    for item in order:
+        if isinstance(item, int):
+            p = parts[item]
+            out.append((str(p["dest"]), [int(p["reference"])], str(p["text"])))
+            continue
+        got = [groups[item][n] for n in sorted(groups[item])]
+        text = "".join(str(p["text"]) for p in got)
+        out.append((item[0], [int(p["reference"]) for p in got], text))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     address = args.control or os.environ.get(ENV_CONTROL) or DEFAULT_CONTROL
     try:
@@ -85,8 +126,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"delivered to the modem (storage index {where}; pending {result['pending']})")
         elif args.action == "sent":
             result = _call(base, "GET", "/sent")
-            for message in result["messages"]:
-                print(f"{message['dest']}\t{message['text']}")
+            for dest, refs, text in sent_with_references(result["parts"]):
+                words = "reference" if len(refs) == 1 else "references"
+                print(f"{dest}\t{words} {','.join(str(r) for r in refs)}\t{text}")
+        elif args.action == "auto-report":
+            status = None if args.off else args.status
+            body: dict[str, Any] = {"fault": "auto_report", "status": status}
+            if args.delay is not None:
+                body["delay"] = args.delay
+            _call(base, "POST", "/fault", body)
+            if status is None:
+                print("the network sends no status reports now (network report sends one)")
+            else:
+                print(f"the network reports every sent part with status {status:#04x}")
         elif args.action == "phone-send":
             members = [m for m in (args.members or "").split(",") if m]
             _call(
