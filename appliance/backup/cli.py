@@ -26,6 +26,8 @@ PENDING_FILE = ".restore-pending.json"
 FAILED_FILE = ".restore-failed.json"
 
 DEFAULT_DATA_DIR = Path("/var/lib/textbridge")
+# Written when the image is built: which homeserver the image runs.
+IMAGE_SETTINGS = Path("/etc/default/textbridge")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="the data directory (default: from --config, else "
                         f"{DEFAULT_DATA_DIR})")
-    parser.add_argument("--homeserver", choices=["synapse", "tuwunel"], default="tuwunel")
+    parser.add_argument("--homeserver", choices=["synapse", "tuwunel"], default=None,
+                        help=f"which homeserver this box runs (default: HOMESERVER in "
+                        f"{IMAGE_SETTINGS}, else tuwunel)")
     sub = parser.add_subparsers(dest="action", required=True)
     make = sub.add_parser("create", help="write a backup of everything to FILE")
     make.add_argument("--out", type=Path, required=True)
@@ -61,7 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="also let a passphrase (asked for) open future backups")
 
 
+def _homeserver(args: argparse.Namespace) -> str:
+    if args.homeserver is not None:
+        return str(args.homeserver)
+    try:
+        for line in IMAGE_SETTINGS.read_text(encoding="utf-8").splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() == "HOMESERVER" and value.strip() in ("synapse", "tuwunel"):
+                return value.strip()
+    except OSError:
+        pass
+    return "tuwunel"
+
+
 def layout_from_args(args: argparse.Namespace) -> Layout:
+    args.homeserver = _homeserver(args)
     if args.config is not None:
         layout = Layout.from_config(args.config, args.homeserver)
         if args.data_dir is None:
