@@ -18,12 +18,8 @@ from pathlib import Path
 
 from appliance.backup import create, key, restore, schedule
 from appliance.backup.errors import BackupError
-from appliance.backup.layout import Layout
+from appliance.backup.layout import FAILED_FILE, PENDING_FILE, Layout
 from appliance.files import write_private
-
-# The wizard's restore request and its failure (appliance/web/restore_step.py).
-PENDING_FILE = ".restore-pending.json"
-FAILED_FILE = ".restore-failed.json"
 
 DEFAULT_DATA_DIR = Path("/var/lib/textbridge")
 # Written when the image is built: which homeserver the image runs.
