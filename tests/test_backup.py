@@ -487,3 +487,12 @@ def test_a_swap_that_fails_half_way_is_rolled_back(box: tuple[Layout, Path, str]
         restore(good, elsewhere, identity)
     assert state_of(layout) == before
     assert not list(layout.data_dir.glob(".restore-*"))
+
+
+def test_cli_says_plainly_when_the_target_cannot_be_written(tmp_path: Path) -> None:
+    layout = make_box(tmp_path)
+    (tmp_path / "afile").write_text("")
+    made = cli("--config", str(layout.config_file), "--homeserver", "synapse", "create",
+               "--out", str(tmp_path / "afile" / "b.tbbackup"))
+    assert made.returncode == 1 and "Traceback" not in made.stderr
+    assert "File exists" in made.stderr and "afile" in made.stderr

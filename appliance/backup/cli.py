@@ -192,4 +192,8 @@ def run(args: argparse.Namespace) -> int:
     except BackupError as exc:
         print(f"textbridge backup: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a full disk, a stick pulled out: words, not a traceback
+        print(f"textbridge backup: {exc.strerror or exc} ({exc.filename or ''})",
+              file=sys.stderr)
+        return 1
     return 0
