@@ -474,3 +474,25 @@ def test_web_service_unit_runs_the_owner_reset_as_root() -> None:
     unit = (REPO / "systemd" / "textbridge-web.service").read_text()
     line = next(x for x in unit.splitlines() if x.startswith("ExecStartPre="))
     assert line.startswith("ExecStartPre=-+/opt/textbridge/bin/textbridge owner-reset")
+
+
+def test_a_swap_that_fails_half_way_is_rolled_back(box: tuple[Layout, Path, str],
+                                                    tmp_path: Path) -> None:
+    """The data directory's entries are swapped first, the configuration last; here /etc is
+    gone, so the last step fails after the others were done, and all are put back."""
+    layout, good, identity = box
+    before = state_of(layout)
+    elsewhere = Layout(layout.data_dir, "synapse", tmp_path / "no-such-etc" / "config.toml")
+    with pytest.raises(BackupError, match="put back as it was"):
+        restore(good, elsewhere, identity)
+    assert state_of(layout) == before
+    assert not list(layout.data_dir.glob(".restore-*"))
+
+
+def test_cli_says_plainly_when_the_target_cannot_be_written(tmp_path: Path) -> None:
+    layout = make_box(tmp_path)
+    (tmp_path / "afile").write_text("")
+    made = cli("--config", str(layout.config_file), "--homeserver", "synapse", "create",
+               "--out", str(tmp_path / "afile" / "b.tbbackup"))
+    assert made.returncode == 1 and "Traceback" not in made.stderr
+    assert "File exists" in made.stderr and "afile" in made.stderr

@@ -18,14 +18,12 @@ from pathlib import Path
 
 from appliance.backup import create, key, restore, schedule
 from appliance.backup.errors import BackupError
-from appliance.backup.layout import Layout
+from appliance.backup.layout import FAILED_FILE, PENDING_FILE, Layout
 from appliance.files import write_private
 
-# The wizard's restore request and its failure (appliance/web/restore_step.py).
-PENDING_FILE = ".restore-pending.json"
-FAILED_FILE = ".restore-failed.json"
-
 DEFAULT_DATA_DIR = Path("/var/lib/textbridge")
+# Written when the image is built: which homeserver the image runs.
+IMAGE_SETTINGS = Path("/etc/default/textbridge")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="the data directory (default: from --config, else "
                         f"{DEFAULT_DATA_DIR})")
-    parser.add_argument("--homeserver", choices=["synapse", "tuwunel"], default="tuwunel")
+    parser.add_argument("--homeserver", choices=["synapse", "tuwunel"], default=None,
+                        help=f"which homeserver this box runs (default: HOMESERVER in "
+                        f"{IMAGE_SETTINGS}, else tuwunel)")
     sub = parser.add_subparsers(dest="action", required=True)
     make = sub.add_parser("create", help="write a backup of everything to FILE")
     make.add_argument("--out", type=Path, required=True)
@@ -61,7 +61,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="also let a passphrase (asked for) open future backups")
 
 
+def _homeserver(args: argparse.Namespace) -> str:
+    if args.homeserver is not None:
+        return str(args.homeserver)
+    try:
+        for line in IMAGE_SETTINGS.read_text(encoding="utf-8").splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() == "HOMESERVER" and value.strip() in ("synapse", "tuwunel"):
+                return value.strip()
+    except OSError:
+        pass
+    return "tuwunel"
+
+
 def layout_from_args(args: argparse.Namespace) -> Layout:
+    args.homeserver = _homeserver(args)
     if args.config is not None:
         layout = Layout.from_config(args.config, args.homeserver)
         if args.data_dir is None:
@@ -177,5 +191,9 @@ def run(args: argparse.Namespace) -> int:
             print(key.kit_text(current))
     except BackupError as exc:
         print(f"textbridge backup: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a stick pulled out: words, not a traceback
+        print(f"textbridge backup: {exc.strerror or exc} ({exc.filename or ''})",
+              file=sys.stderr)
         return 1
     return 0

@@ -15,12 +15,17 @@ from appliance.backup.key import KEY_FILE
 # Top-level names in the data directory that belong to this box, not to the family: the
 # journal, the filesystem's own directory, the first-boot marker, the control socket, and
 # the work directories of a backup or restore that is running.
-SKIP_TOP = frozenset({"journal", "lost+found", ".firstboot-done", "control.sock"})
+SKIP_TOP = frozenset({"journal", "lost+found", ".firstboot-done", "control.sock",
+                      ".restore-pending.json", ".restore-failed.json"})
 WORK_PREFIXES = (".backup-", ".restore-")
 # Never copied: a live database's sidecars (the online backup holds their content), locks,
 # pids and sockets, and the homeserver's logs.
 SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".sock", ".lock", ".pid", ".log", ".tmp")
 SQLITE_MAGIC = b"SQLite format 3\x00"
+# The wizard's restore request and its failure (appliance/web/restore_step.py), both at the
+# top of the data directory; never in a backup.
+PENDING_FILE = ".restore-pending.json"
+FAILED_FILE = ".restore-failed.json"
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,13 @@ def restore(path: Path, layout: Layout, secret: str, limits: Limits | None = Non
             spool.unlink()
             checks.check_staged(staging, files)
             _set_modes(staging, files)
-            _swap(layout, staging)
+            try:
+                _swap(layout, staging)
+            except OSError as exc:
+                raise BackupError(
+                    f"The restore could not be finished ({exc.strerror or exc}); the box was "
+                    "put back as it was."
+                ) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return Restored(len(files), head)

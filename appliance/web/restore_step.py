@@ -28,8 +28,8 @@ from aiohttp import web
 
 from appliance.backup import header
 from appliance.backup import restore as backup_restore
-from appliance.backup.cli import FAILED_FILE, PENDING_FILE
 from appliance.backup.errors import BackupError
+from appliance.backup.layout import FAILED_FILE, PENDING_FILE
 from appliance.files import write_private
 from appliance.web.app import get_web, render
 from appliance.web.backup_pages import layout_of
