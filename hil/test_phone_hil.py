@@ -182,12 +182,32 @@ async def test_group(rig: Rig) -> None:
     msg = row.message
     assert msg.conversation.startswith("group:"), msg
     assert PEER in msg.meta["members"]
+    # Where the members come from (the telephony provider's threads): saved, to check the
+    # simulator's rendering and whether Messages lists RCS groups there at all.
+    link = AdbLink(Target("usb", SERIAL), KEY)
+    await link.connect()
+    try:
+        for name, uri in (
+            ("content_query_threads.txt", "'content://mms-sms/conversations?simple=true'"),
+            ("content_query_canonical_addresses.txt", "content://mms-sms/canonical-addresses"),
+        ):
+            _artifact(name, await link.shell(f"content query --uri {uri}"))
+    finally:
+        await link.close()
+        link.shutdown()
+    complete = msg.meta.get("members_complete") is True
+    print(f"\ngroup members from the phone: {complete} ({len(msg.meta['members'])} people)")
     reply = f"HIL group reply {int(time.time())}"
     out, _ = await rig.store.outbox.enqueue(
         OutboundRequest(f"hil-g-{time.time()}", "phone", msg.conversation, reply, "@hil:test"), 1
     )
     rig.line.wake()
-    await until(lambda: _state(rig.store, out.id, OutboxState.SENT), WAIT, "the group reply")
+    if complete:
+        assert set(msg.meta["members"]) == {PEER, THIRD}, msg.meta
+        await until(lambda: _state(rig.store, out.id, OutboxState.SENT), WAIT, "the group reply")
+    else:
+        # Never to a part of the group: refused, in words.
+        await until(lambda: _state(rig.store, out.id, OutboxState.FAILED), WAIT, "the refusal")
 
 
 async def test_media_in(rig: Rig) -> None:
