@@ -21,7 +21,9 @@ pytest_plugins = sorted(
 # loops (they kill processes on a timer), and the image boots. The groups come from markers
 # and modules, so new tests join them without naming a group themselves.
 _SERIAL_MARKERS = ("netns", "image")
-_SERIAL_MODULES = ("tests.test_crash",)
+# The kill -9 loops share one group: each spawns a process per life and counts what a life
+# got done, so two of them at once on two cores starve each other.
+_SERIAL_MODULES = {"tests.test_crash": "kill-loops", "tests.test_store_power": "kill-loops"}
 
 
 def _module_scoped(item: pytest.Item) -> bool:
@@ -38,7 +40,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         group = next((m for m in _SERIAL_MARKERS if item.get_closest_marker(m)), None)
         module = getattr(item.module, "__name__", "") if hasattr(item, "module") else ""
-        if group is None and (module in _SERIAL_MODULES or _module_scoped(item)):
+        if group is None and module in _SERIAL_MODULES:
+            group = _SERIAL_MODULES[module]
+        if group is None and _module_scoped(item):
             group = module
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
