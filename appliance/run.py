@@ -33,6 +33,10 @@ MEMBERS_FILE = "members.json"
 OWNER_FILE = "owner.json"
 POLICY_FILE = "policy.json"
 CONTACTS_FILE = "contacts.vcf"
+# "Connect to my homeserver" (web/own_server.py): the family's server, in place of the Pi's.
+HOMESERVER_FILE = "homeserver.json"
+# Exit status that asks systemd (Restart=on-failure) for a restart onto a new homeserver.
+EXIT_RESTART = 75
 # How often the files the web setup writes are looked at for changes.
 RELOAD_INTERVAL = 3.0
 
@@ -59,6 +63,7 @@ def apply_members(config: Config, web_state: Path) -> Config:
     names none, so line problems reach someone.
     """
     config = _apply_policy(config, _read_json(web_state / POLICY_FILE))
+    config = apply_homeserver(config, _read_json(web_state / HOMESERVER_FILE))
     chosen = _read_json(web_state / MEMBERS_FILE)
     owner_data = _read_json(web_state / OWNER_FILE)
     owner = owner_data.get("mxid") if isinstance(owner_data, Mapping) else None
@@ -71,6 +76,31 @@ def apply_members(config: Config, web_state: Path) -> Config:
         new_owner = line.owner or (owner if isinstance(owner, str) else "")
         lines.append(dataclasses.replace(line, members=merged, owner=new_owner))
     return dataclasses.replace(config, bridge=dataclasses.replace(config.bridge, lines=lines))
+
+
+def apply_homeserver(config: Config, chosen: Any) -> Config:
+    """The family's own homeserver, as the wizard recorded it, replaces the config file's
+    homeserver, listener and registration."""
+    if not isinstance(chosen, Mapping) or chosen.get("mode") != "external":
+        return config
+    from appliance.bridge.config import validate
+
+    try:
+        bridge = dataclasses.replace(
+            config.bridge,
+            homeserver="external",
+            homeserver_url=str(chosen["url"]),
+            server_name=str(chosen["server_name"]),
+            listen_host=str(chosen["listen_host"]),
+            listen_port=int(chosen["listen_port"]),
+            homeserver_address=str(chosen["homeserver_address"]),
+            registration=Path(str(chosen["registration"])),
+        )
+        validate(bridge)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.error("ignoring the homeserver chosen in the setup (%s): %s", HOMESERVER_FILE, exc)
+        return config
+    return dataclasses.replace(config, bridge=bridge)
 
 
 def _apply_policy(config: Config, policy: Any) -> Config:
@@ -120,8 +150,12 @@ class Appliance:
         web_state: Path | None = None,
         restart_homeserver: Callable[[], Awaitable[None]] | None = None,
         homeserver_grace: float | None = None,
+        on_homeserver_change: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        # The listener and the registration are set at start: another homeserver chosen in
+        # the setup needs a new start (main() exits for systemd to restart it).
+        self._on_homeserver_change = on_homeserver_change
         # The homeserver watch (appliance/homeserver/watch.py): how a silent homeserver is
         # restarted (systemd's unit by default) and after how long.
         self._restart_homeserver = restart_homeserver
@@ -223,7 +257,7 @@ class Appliance:
 
     def _stamps(self) -> tuple[float, ...]:
         stamps = []
-        for name in (MEMBERS_FILE, OWNER_FILE, POLICY_FILE, CONTACTS_FILE):
+        for name in (MEMBERS_FILE, OWNER_FILE, POLICY_FILE, CONTACTS_FILE, HOMESERVER_FILE):
             try:
                 stamps.append((self.web_state / name).stat().st_mtime)
             except OSError:
@@ -264,6 +298,9 @@ class Appliance:
                 await self._import_contacts(changed=contacts_changed)
             if stamps == self._seen:
                 continue
+            if stamps[4] != self._seen[4] and self._on_homeserver_change is not None:
+                log.warning("another homeserver was chosen in the setup: restarting")
+                self._on_homeserver_change()
             self._seen = stamps
             config = apply_members(self.config, self.web_state)
             new = dataclasses.replace(config.bridge, database=self.bridge.config.database)
@@ -300,8 +337,15 @@ class Appliance:
 
 
 async def main(config: Config) -> int:
-    appliance = Appliance(config)
     stop = asyncio.Event()
+    restart = False
+
+    def homeserver_changed() -> None:
+        nonlocal restart
+        restart = True
+        stop.set()
+
+    appliance = Appliance(config, on_homeserver_change=homeserver_changed)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -321,4 +365,4 @@ async def main(config: Config) -> int:
     with contextlib.suppress(asyncio.CancelledError):
         await watchdog
     await appliance.stop()
-    return 0
+    return EXIT_RESTART if restart else 0

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -380,3 +381,108 @@ async def test_firewall_admits_only_the_homeserver(in_app: Family, tmp_path: Pat
             sh("ip", "netns", "exec", family.app, "nft", "delete", "table", "inet",
                firewall.TABLE)
         assert await asyncio.to_thread(_connect_from, family, other)
+
+
+async def test_wizard_connects_to_my_homeserver(
+    in_app: Family, web_factory: Any, tmp_path: Path
+) -> None:
+    """The owner walks the server step's second way in the web app; the family's admin
+    installs what it offers; the appliance restarts onto that server and the link holds."""
+    from argon2 import PasswordHasher
+
+    from appliance.web.state import Member as WebMember
+    from appliance.web.state import WebState
+    from tests.plugins.web import OWNER, OWNER_PASSWORD
+
+    family = in_app
+    # A server of its own: installing this test's registration needs a restart.
+    server = SynapseServer(
+        tmp_path / "synapse",
+        server_name=SERVER_NAME,
+        bind_host=HS_IP,
+        command_prefix=["ip", "netns", "exec", family.hs],
+        extra_config={"serve_client_wellknown": True},
+    )
+    await server.start(START_TIMEOUT)
+    appliance: Appliance | None = None
+    try:
+        anna = await create_test_user(SynapseAdapter.for_server(server), "anna")
+        port = free_port()
+        web = await web_factory(appservice_port=port)
+        state = WebState(web.settings)
+        state.save_owner(name="Anna", username=OWNER, mxid="@owner:textbridge.local",
+                         password_hash=PasswordHasher().hash(OWNER_PASSWORD))
+        state.upsert_member(WebMember(name="Anna", username=OWNER,
+                                      mxid="@owner:textbridge.local", owner=True))
+        state.mark_done(1)
+        await web.login()
+
+        status, text = await web.page("/setup/2")
+        assert status == 200 and "Connect to my homeserver" in text
+        form = "/setup/2/external"
+        # A typo in the address, then an account the server does not have.
+        status, text, _ = await web.submit(form, form, {"url": f"http://{HS_IP}:{free_port()}",
+                                                        "mxid": anna.mxid})
+        assert status == 400 and "cannot reach your homeserver" in text
+        status, text, _ = await web.submit(form, form, {"url": server.url,
+                                                        "mxid": f"@nobody:{SERVER_NAME}"})
+        assert status == 400 and "has no account" in text
+        status, text, _ = await web.submit(form, form, {"url": server.url, "mxid": anna.mxid})
+        assert status == 303, text
+        chosen_file = web.settings.state_dir / "homeserver.json"
+        assert chosen_file.stat().st_mode & 0o777 == 0o600
+        chosen = json.loads(chosen_file.read_text())
+        assert chosen["listen_host"] == APP_IP and chosen["homeserver_address"] == HS_IP
+        assert state.owner()["mxid"] == anna.mxid  # type: ignore[index]
+
+        resp = await web.client.get("/setup/2/registration.yaml")
+        assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+        downloaded = await resp.text()
+        registration = Registration.from_yaml(downloaded)
+        assert registration.url == f"http://{APP_IP}:{port}"
+        assert registration.user_regex(SERVER_NAME) in downloaded.replace("\\\\", "\\")
+
+        # Not installed yet: the wizard says so, in words.
+        status, text, _ = await web.submit(form, "/setup/2/check", {})
+        assert status == 409 and 'data-key="not-installed"' in text
+        assert 2 not in state.done_steps()
+
+        # The family's admin installs the download and restarts the server.
+        admin_copy = tmp_path / "admin" / "textbridge.yaml"
+        admin_copy.parent.mkdir()
+        admin_copy.write_text(downloaded)
+        server.add_appservice_file(admin_copy)
+        await server.restart(START_TIMEOUT)
+
+        # The bridge not running yet: the homeserver's ping finds nobody there.
+        status, text, _ = await web.submit(form, "/setup/2/check", {})
+        assert status == 409 and 'data-key="bridge-down"' in text
+
+        # The appliance, started on its usual config, takes the server the wizard chose.
+        config = Config.from_dict(
+            {
+                "general": {"data_dir": str(tmp_path / "data")},
+                "modem": {"enabled": False},
+                "bridge": {"registration": str(tmp_path / "none.yaml"),
+                           "listen_port": port, "lines": [{"id": "sms"}]},
+            }
+        )
+        appliance = Appliance(config, web_state=web.settings.state_dir)
+        await appliance.start()
+        assert appliance.homeserver_watch is None  # the family's server is not ours to restart
+        assert appliance.bridge.config.homeserver == "external"
+        assert appliance.bridge.config.line("sms").owner == anna.mxid
+
+        status, text, _ = await web.submit(form, "/setup/2/check", {})
+        assert status == 200 and 'id="link-ok"' in text, text
+        assert 2 in state.done_steps()
+
+        async def managed() -> bool:
+            assert appliance is not None
+            return await appliance.bridge.db.management_room(anna.mxid) is not None
+
+        await eventually(managed, timeout=60, what="the owner's management room")
+    finally:
+        if appliance is not None:
+            await appliance.stop()
+        await server.stop()

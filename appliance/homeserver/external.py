@@ -93,11 +93,12 @@ class ExternalAdapter:
         """True if the server knows the account. A profile lookup, because it needs no
         admin: the server answers 404 M_NOT_FOUND for an account it does not have."""
         split_mxid(mxid)
-        status, body = await self.http.request(
-            "GET",
-            f"/_matrix/client/v3/profile/{quote(mxid, safe='')}",
-            token=self._registration.as_token,
-        )
+        path = f"/_matrix/client/v3/profile/{quote(mxid, safe='')}"
+        status, body = await self.http.request("GET", path, token=self._registration.as_token)
+        if status == 401:
+            # Before the registration is installed the as_token means nothing there; a
+            # server that does not ask for a token on profiles answers without one.
+            status, body = await self.http.request("GET", path)
         if status == 200:
             return True
         errcode, message = _error_of(status, body)

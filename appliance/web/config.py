@@ -72,6 +72,9 @@ class WebSettings:
     data_dir: Path | None = None
     homeserver_kind: str = "tuwunel"
     config_file: Path | None = None
+    # The bridge's appservice port ([bridge] listen_port): "Connect to my homeserver" puts
+    # it in the registration's url (web/own_server.py).
+    appservice_port: int = 29330
     # Where the wizard's "Restore from a backup" looks for backups (the USB stick).
     backup_sources: tuple[Path, ...] = (Path("/media/textbridge-backup"),)
 

@@ -19,7 +19,7 @@ from appliance.homeserver.base import (
     LoginFailed,
     UserExists,
 )
-from appliance.web import backup_pages, family, owner_reset, sim, validate
+from appliance.web import backup_pages, family, own_server, owner_reset, sim, validate
 from appliance.web.app import (
     get_web,
     is_owner,
@@ -317,3 +317,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/setup/4/lines/{username}", set_lines)
     app.router.add_get("/setup/4/welcome/{username}", welcome)
     app.router.add_get("/api/outbox/{request_id}", sim.outbox_json)
+    own_server.add_routes(app)
