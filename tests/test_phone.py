@@ -598,3 +598,20 @@ async def test_a_sent_row_says_whether_messages_sent_rcs_or_sms(phone_line: Any)
     sms = await h.send("an Ben", dest=BEN, rid="r2")
     assert (await h.state(rcs, OutboxState.SENT)).request.meta["network"] == "rcs"
     assert (await h.state(sms, OutboxState.SENT)).request.meta["network"] == "sms"
+
+
+async def test_a_group_that_grew_is_read_again_before_a_reply(phone_line: Any) -> None:
+    h = await phone_line()
+    h.phone.receive(BEN, "Hallo", group="Chor", members=(BEN, CARLA))
+    (first,) = await h.inbox(1)
+    assert first.message.meta["members"] == sorted([BEN, CARLA])
+    conv = h.phone.conversation_of(BEN, CARLA, title="Chor")
+    assert conv is not None
+    conv.members = (BEN, CARLA, ANNA)  # Anna was added on the phone, and writes
+    h.phone.receive(ANNA, "Ich bin neu", group="Chor", members=conv.members)
+    rows = await h.inbox(2)
+    new = next(r for r in rows if r.message.sender == ANNA)
+    assert new.message.meta["members"] == sorted([ANNA, BEN, CARLA])
+    row_id = await h.send("Willkommen", dest=new.message.conversation)
+    await h.state(row_id, OutboxState.SENT)
+    assert set(h.phone.sent[-1].recipients) == {ANNA, BEN, CARLA}

@@ -47,6 +47,10 @@ class Groups:
     ) -> Group:
         """A group notification showed these senders; returns the group as known now."""
         group = self._by_conversation.setdefault(conversation, Group())
+        if group.complete and not set(senders) <= set(group.members):
+            # Someone new wrote: the group has grown since its list was read; a reply to
+            # the old list would leave them out, so the list is read again.
+            group.complete = False
         if not group.complete:
             group.members = sorted(set(group.members) | set(senders))
         if name:

@@ -65,7 +65,7 @@ class Node:
 
     @property
     def network(self) -> str | None:
-        """"rcs" or "sms" as a send button's description names it, else None."""
+        """The network ("rcs" or "sms") the send button's description names, else None."""
         desc = self.desc.strip().lower()
         return "rcs" if desc in RCS_DESCS else "sms" if desc in SMS_DESCS else None
 
