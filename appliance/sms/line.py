@@ -420,7 +420,7 @@ class SmsLine(LineReporting):
                 if isinstance(exc, PortLost):
                     # Gone, not slow: as the Disconnected event says (if it was not lost).
                     self._down(
-                        f"The SMS modem disconnected. {UNPLUGGED}",
+                        f"The SMS modem disconnected (unplugged, or it reset). {UNPLUGGED}",
                         key="unavailable",
                         severity=Severity.WARNING,
                     )
