@@ -37,6 +37,7 @@ from appliance.line import (
     Severity,
 )
 from appliance.log import mask_number
+from appliance.sms import multipart
 from appliance.sms import pdu as pdus
 from appliance.sms.errors import (
     CmsError,
@@ -61,7 +62,7 @@ from appliance.sms.modem import (
 from appliance.store import Store
 from appliance.store.errors import StoreStateError
 from appliance.store.fragments import variant_base
-from appliance.store.models import Fragment, InboundMessage, OutboxRow, PartState
+from appliance.store.models import InboundMessage, OutboxRow, PartState
 
 log = logging.getLogger(__name__)
 
@@ -426,7 +427,7 @@ class SmsLine(LineReporting):
                 if isinstance(exc, PortLost):
                     # Gone, not slow: as the Disconnected event says (if it was not lost).
                     self._down(
-                        f"The SMS modem disconnected. {UNPLUGGED}",
+                        f"The SMS modem disconnected (unplugged, or it reset). {UNPLUGGED}",
                         key="unavailable",
                         severity=Severity.WARNING,
                     )
@@ -642,97 +643,24 @@ class SmsLine(LineReporting):
         fragments = await self.store.fragments.get(self.id, group)
         if not fragments:
             return
-        message = self._assemble(group, fragments, sender_type, incomplete=incomplete)
+        message = multipart.assemble(self.id, group, fragments, sender_type, incomplete=incomplete)
         await self.store.fragments.complete(self.id, group, message)
         log.info("%s-part SMS from %s stored", message.meta["parts"], mask_number(message.sender))
 
-    def _assemble(
-        self, group: str, fragments: list[Fragment], sender_type: str, *, incomplete: bool
-    ) -> InboundMessage:
-        sender, _bits, _ref, total_s = group.rsplit("|", 3)
-        total = int(total_s)
-        by_index = {f.index: f for f in fragments}
-        missing = [i for i in range(1, total + 1) if i not in by_index]
-        pieces = []
-        for i in range(1, total + 1):
-            frag = by_index.get(i)
-            pieces.append(frag.payload if frag else f"[part {i} of {total} missing]")
-        first = min(fragments, key=lambda f: f.index)
-        sent_at = min(f.sent_at for f in fragments)
-        note = None
-        if missing:
-            which = ", ".join(str(i) for i in missing)
-            note = (
-                f"Part {which} of this {total}-part text never arrived; "
-                "what did arrive is shown."
-            )
-        return InboundMessage(
-            line_id=self.id,
-            conversation=sender,
-            sender=sender,
-            body="".join(pieces),
-            sent_at=sent_at,
-            dedup_key=f"{group}|{sent_at}|{first.received_at}",
-            note=note,
-            meta={"sender_type": sender_type, "parts": str(total), "incomplete": str(incomplete)},
-        )
-
     async def _settle_collision(self, group: str, sender_type: str, *, incomplete: bool) -> None:
-        """Two or more texts sent parts with the same (sender, reference, part number).
-
-        Their parts are sorted into texts by the service-centre timestamp when that tells
-        them apart: as many distinct timestamps as texts, none with a part number twice.
-        Otherwise a wrong guess would splice two texts together, so all the parts go to
-        quarantine, in the order they arrived, and a person is told.
-        """
+        """Two or more texts sent parts with the same (sender, reference, part number):
+        store the texts they sort into, or quarantine them all (multipart.sort_collision)."""
         family = await self.store.fragments.family(self.id, group)
         if not family:
             return
-        texts = len({f.group_key for f in family})
-        by_time: dict[int, list[Fragment]] = {}
-        for frag in family:
-            by_time.setdefault(frag.sent_at, []).append(frag)
-        apart = len(by_time) == texts and all(
-            len({f.index for f in frags}) == len(frags) for frags in by_time.values()
+        messages, apart = multipart.sort_collision(
+            self.id, group, family, sender_type, incomplete=incomplete
         )
-        messages: list[InboundMessage]
-        if apart:
-            messages = [
-                self._assemble(
-                    group, frags, sender_type,
-                    incomplete=incomplete or len(frags) < family[0].total,
-                )
-                for _, frags in sorted(by_time.items())
-            ]
-        else:
-            sender, _bits, ref, total = group.rsplit("|", 3)
-            digest = hashlib.sha256(
-                "\n".join(sorted(f.dedup_key for f in family)).encode()
-            ).hexdigest()[:32]
-            body = " ".join(f"[part {f.index} of {total}] {f.payload}" for f in family)
-            messages = [
-                InboundMessage(
-                    line_id=self.id,
-                    conversation=sender,
-                    sender=sender,
-                    body=body,
-                    # The parts' PDUs are not kept once decoded; their words are the record.
-                    raw=body.encode("utf-8"),
-                    sent_at=min(f.sent_at for f in family),
-                    dedup_key=f"collision:{digest}",
-                    kind="quarantine",
-                    note=(
-                        f"{texts} texts from this sender arrived at the same time with the "
-                        f"same part numbers (reference {ref}), so their parts cannot be told "
-                        "apart. Every part is kept, in the order it arrived."
-                    ),
-                    meta={"sender_type": sender_type, "parts": total},
-                )
-            ]
         await self.store.fragments.complete_family(self.id, group, messages)
         log.warning(
             "%d multipart SMS from %s shared a reference; %s",
-            texts, mask_number(family[0].group_key.rsplit("|", 3)[0]),
+            len({f.group_key for f in family}),
+            mask_number(messages[0].sender),
             "told apart by timestamp" if apart else "quarantined",
         )
 

@@ -132,10 +132,10 @@ class Db:
 
 
 def _prepare(path: Path) -> bool:
-    """Make the parent directory and the file, 0600; True if the file did not exist yet."""
-    created = not path.exists()
+    """Make the parent directory and the file, 0600; True if the database is new (no file,
+    or the empty one a process killed right after creating it left behind)."""
     private_database(path)
-    return created
+    return path.stat().st_size == 0
 
 
 async def connect(path: Path) -> aiosqlite.Connection:
