@@ -146,3 +146,26 @@ def test_cli_refuses_the_own_mode(tmp_path: Path) -> None:
     path.write_text(f'[general]\ndata_dir = "{tmp_path}"\n')
     out = _cli("firewall", "--config", str(path))
     assert out.returncode == 2 and 'homeserver = "external"' in out.stderr
+
+
+def test_the_wizards_choice_applies_over_the_config(tmp_path: Path) -> None:
+    from appliance.config import Config
+    from appliance.run import apply_members
+    from appliance.web.files import write_json
+
+    config = Config.from_dict({"general": {"data_dir": str(tmp_path)}})
+    chosen = {
+        "mode": "external", "url": "https://matrix.example.org", "server_name": "example.org",
+        "owner": "@anna:example.org", "listen_host": "192.168.1.20", "listen_port": 29331,
+        "homeserver_address": "192.168.1.10", "registration": str(tmp_path / "reg.yaml"),
+    }
+    write_json(tmp_path / "homeserver.json", chosen)
+    bridge = apply_members(config, tmp_path).bridge
+    assert (bridge.homeserver, bridge.server_name, bridge.listen_host, bridge.listen_port) == (
+        "external", "example.org", "192.168.1.20", 29331)
+    assert bridge.registration == tmp_path / "reg.yaml"
+    # A listener on every address is refused: the file is ignored, the bridge still starts.
+    write_json(tmp_path / "homeserver.json", {**chosen, "listen_host": "0.0.0.0"})
+    assert apply_members(config, tmp_path).bridge == config.bridge
+    write_json(tmp_path / "homeserver.json", {"mode": "external"})
+    assert apply_members(config, tmp_path).bridge == config.bridge
