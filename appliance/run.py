@@ -83,7 +83,7 @@ def apply_homeserver(config: Config, chosen: Any) -> Config:
     homeserver, listener and registration."""
     if not isinstance(chosen, Mapping) or chosen.get("mode") != "external":
         return config
-    from appliance.bridge.config import validate
+    from appliance.bridge.config import validate_listener
 
     try:
         bridge = dataclasses.replace(
@@ -96,7 +96,7 @@ def apply_homeserver(config: Config, chosen: Any) -> Config:
             homeserver_address=str(chosen["homeserver_address"]),
             registration=Path(str(chosen["registration"])),
         )
-        validate(bridge)
+        validate_listener(bridge)
     except (KeyError, TypeError, ValueError) as exc:
         log.error("ignoring the homeserver chosen in the setup (%s): %s", HOMESERVER_FILE, exc)
         return config

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from appliance.bridge.config import BridgeConfig, validate
 from appliance.config import ConfigError, _build
+from appliance.homeserver import firewall
 from appliance.homeserver.external import (
     ExternalAdapter,
     ExternalHomeserver,
@@ -15,6 +21,8 @@ from appliance.homeserver.external import (
     split_mxid,
 )
 from appliance.homeserver.registration import Registration
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def load(raw: dict[str, Any]) -> BridgeConfig:
@@ -76,3 +84,88 @@ async def test_no_admin_calls_in_this_mode() -> None:
         with pytest.raises(NotInThisMode) as err:
             await call
         assert "example.org" in str(err.value)
+
+
+def _config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+[general]
+data_dir = "{tmp_path / 'data'}"
+
+[bridge]
+homeserver = "external"
+homeserver_url = "https://matrix.example.org"
+server_name = "example.org"
+listen_host = "192.168.1.20"
+listen_port = 29331
+homeserver_address = "192.168.1.10"
+registration = "{tmp_path / 'reg' / 'textbridge.yaml'}"
+"""
+    )
+    return path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "appliance", "homeserver", *args],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_cli_registration_is_made_once(tmp_path: Path) -> None:
+    config = _config_file(tmp_path)
+    first = _cli("registration", "--config", str(config))
+    assert first.returncode == 0, first.stderr
+    path = tmp_path / "reg" / "textbridge.yaml"
+    assert path.stat().st_mode & 0o777 == 0o600
+    registration = Registration.from_yaml(first.stdout)
+    assert registration.url == "http://192.168.1.20:29331"
+    assert registration.user_regex("example.org") == r"^@sms_.*:example\.org$"
+    again = _cli("registration", "--config", str(config))
+    assert again.stdout == first.stdout  # the tokens are kept: the server's copy still fits
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nft is not installed")
+def test_cli_firewall_rules_parse(tmp_path: Path) -> None:
+    out = _cli("firewall", "--config", str(_config_file(tmp_path)))
+    assert out.returncode == 0, out.stderr
+    assert "ip saddr 192.168.1.10 tcp dport 29331 accept" in out.stdout
+    assert out.stdout.index("accept") < out.stdout.index("tcp dport 29331 drop")
+    check = subprocess.run(["nft", "-c", "-f", "-"], input=out.stdout, capture_output=True,
+                           text=True)
+    if check.returncode != 0 and "Operation not permitted" in check.stderr:
+        pytest.skip("nft -c needs CAP_NET_ADMIN here")
+    assert check.returncode == 0, check.stderr
+    assert "fd00::1 tcp" in firewall.ruleset(29331, "fd00::1")
+    with pytest.raises(ValueError):
+        firewall.ruleset(29331, "matrix.example.org")
+
+
+def test_cli_refuses_the_own_mode(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[general]\ndata_dir = "{tmp_path}"\n')
+    out = _cli("firewall", "--config", str(path))
+    assert out.returncode == 2 and 'homeserver = "external"' in out.stderr
+
+
+def test_the_wizards_choice_applies_over_the_config(tmp_path: Path) -> None:
+    from appliance.config import Config
+    from appliance.run import apply_members
+    from appliance.web.files import write_json
+
+    config = Config.from_dict({"general": {"data_dir": str(tmp_path)}})
+    chosen = {
+        "mode": "external", "url": "https://matrix.example.org", "server_name": "example.org",
+        "owner": "@anna:example.org", "listen_host": "192.168.1.20", "listen_port": 29331,
+        "homeserver_address": "192.168.1.10", "registration": str(tmp_path / "reg.yaml"),
+    }
+    write_json(tmp_path / "homeserver.json", chosen)
+    bridge = apply_members(config, tmp_path).bridge
+    assert (bridge.homeserver, bridge.server_name, bridge.listen_host, bridge.listen_port) == (
+        "external", "example.org", "192.168.1.20", 29331)
+    assert bridge.registration == tmp_path / "reg.yaml"
+    # A listener on every address is refused: the file is ignored, the bridge still starts.
+    write_json(tmp_path / "homeserver.json", {**chosen, "listen_host": "0.0.0.0"})
+    assert apply_members(config, tmp_path).bridge == config.bridge
+    write_json(tmp_path / "homeserver.json", {"mode": "external"})
+    assert apply_members(config, tmp_path).bridge == config.bridge

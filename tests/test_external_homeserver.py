@@ -42,7 +42,7 @@ from appliance.homeserver.synapse import DEFAULT_PYTHON, SynapseAdapter, Synapse
 from appliance.run import Appliance
 from appliance.store import Store
 from tests.plugins.bridge import Member, eventually
-from tests.plugins.synapse import MatrixUser, create_test_user
+from tests.plugins.synapse import MatrixUser, create_test_user, listening_sockets
 
 HS_IP = "198.51.100.1"
 APP_IP = "198.51.100.2"
@@ -216,6 +216,9 @@ async def test_texts_through_the_familys_own_server(
     anna = Member(server.url, family.anna)
     try:
         assert await appliance.lines["sms"].wait_ready(30)
+        # Bound to the home address only (this thread, and so /proc/net, is in "app").
+        ports = {a for a in listening_sockets(os.getpid()) if a[1] == family.bridge_port}
+        assert ports == {(APP_IP, family.bridge_port)}, ports
         report = await check_link(
             server.url,
             SERVER_NAME,
@@ -482,6 +485,25 @@ async def test_wizard_connects_to_my_homeserver(
             return await appliance.bridge.db.management_room(anna.mxid) is not None
 
         await eventually(managed, timeout=60, what="the owner's management room")
+
+        # The family: existing accounts, by Matrix ID, checked on the server.
+        state.mark_done(3)
+        ben = await create_test_user(SynapseAdapter.for_server(server), "ben")
+        status, text = await web.page("/setup/4")
+        assert 'name="mxid"' in text and 'name="username"' not in text
+        status, text, _ = await web.submit("/setup/4", "/setup/4/add",
+                                           {"name": "Nobody", "mxid": f"@nobody:{SERVER_NAME}"})
+        assert status == 400 and f"has no account @nobody:{SERVER_NAME}" in text
+        status, text, _ = await web.submit("/setup/4", "/setup/4/add",
+                                           {"name": "Ben", "mxid": "@ben:elsewhere.test"})
+        assert status == 400 and "only accounts there" in text
+        status, text, resp = await web.submit("/setup/4", "/setup/4/add",
+                                              {"name": "Ben", "mxid": ben.mxid})
+        assert status == 303, text
+        member = state.member(ben.localpart)
+        assert member is not None and member.mxid == ben.mxid
+        status, text = await web.page(resp.headers["Location"])
+        assert status == 200 and server.url in text  # where Ben's app logs in
     finally:
         if appliance is not None:
             await appliance.stop()

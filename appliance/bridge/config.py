@@ -13,14 +13,14 @@ import logging
 
 from appliance.config import BridgeConfig, CapsConfig, ConfigError, LineConfig
 
-__all__ = ["BridgeConfig", "CapsConfig", "LineConfig", "validate"]
+__all__ = ["BridgeConfig", "CapsConfig", "LineConfig", "validate", "validate_listener"]
 
 log = logging.getLogger(__name__)
 
 
 def validate(config: BridgeConfig) -> None:
     """Raise ConfigError for a configuration the bridge cannot run with."""
-    _validate_listener(config)
+    validate_listener(config)
     seen: set[str] = set()
     for i, line in enumerate(config.lines):
         if line.id in seen:
@@ -32,7 +32,8 @@ def validate(config: BridgeConfig) -> None:
             log.warning("line %s has no owner and no members yet", line.id)
 
 
-def _validate_listener(config: BridgeConfig) -> None:
+def validate_listener(config: BridgeConfig) -> None:
+    """Where the appservice listener may be bound, for the homeserver mode chosen."""
     host = config.listen_host
     try:
         address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)

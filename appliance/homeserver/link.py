@@ -266,9 +266,10 @@ async def check_server(address: str) -> ServerCheck:
     """Find the client-server API behind `address`, a URL or a bare domain: the domain's
     `/.well-known/matrix/client` may point elsewhere (example.org -> matrix.example.org),
     then `/_matrix/client/versions` must answer there."""
-    url = address.strip().rstrip("/")
+    url = address.strip()
     if "://" not in url:
         url = "https://" + url
+    url = url.rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return ServerCheck(url, problem=Problem("bad-address", f"{address!r} is not an address"))

@@ -18,7 +18,8 @@ from appliance.control_client import ControlClient
 from appliance.homeserver.base import HomeserverAdapter
 from appliance.web import security, validate
 from appliance.web.ca import CertificateAuthority
-from appliance.web.config import CA_DIR, WebSettings
+from appliance.web.config import CA_DIR, HOMESERVER_FILE, WebSettings
+from appliance.web.files import read_json
 from appliance.web.security import Session, Sessions, Throttle
 from appliance.web.state import WIZARD_STEPS, WebState, burn_verify, verify_password
 from appliance.web.tls import Certificates
@@ -84,13 +85,24 @@ class Web:
                 return None
         return self._homeserver
 
+    def external(self) -> dict[str, Any] | None:
+        """The family's own homeserver, once chosen in the setup (web/own_server.py)."""
+        data = read_json(self.state.dir / HOMESERVER_FILE, None)
+        return data if isinstance(data, dict) and data.get("mode") == "external" else None
+
     def server_name(self) -> str:
+        external = self.external()
+        if external is not None:
+            return str(external["server_name"])
         hs = self.homeserver()
         if hs is not None:
             return hs.server_name
         return str(self.state.setup().get("server_name") or "textbridge.local")
 
     def homeserver_address(self) -> str:
+        external = self.external()
+        if external is not None:
+            return str(external["url"])
         if self.settings.homeserver_public_url:
             return self.settings.homeserver_public_url
         return f"https://{self.server_name()}"
@@ -150,6 +162,7 @@ def render(
         complete=w.state.complete,
         steps=WIZARD_STEPS,
         path=request.path,
+        external=w.external() is not None,
         **context,
     )
     return web.Response(text=page, content_type="text/html", charset="utf-8", status=status)

@@ -8,6 +8,7 @@ Files in `state_dir` (every one written atomically, 0600):
   members.json    -- {line_id: [mxid, ...]}: who may use which line (read by the bridge)
   policy.json     -- per-user daily SMS caps and the cost guard (read by the bridge)
   contacts.vcf    -- the imported address book (read by the bridge)
+  homeserver.json -- "Connect to my homeserver": the family's server (read by the bridge)
   ca/             -- the appliance's own certificate authority and server certificate
   acme/           -- the family domain's certificate from an ACME CA, its keys, status.json
 """
@@ -28,6 +29,7 @@ MEMBERS_FILE = "members.json"
 POLICY_FILE = "policy.json"
 CONTACTS_FILE = "contacts.vcf"
 CA_DIR = "ca"
+HOMESERVER_FILE = "homeserver.json"
 
 
 @dataclass(frozen=True)

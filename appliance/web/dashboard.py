@@ -211,7 +211,8 @@ async def family_remove(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     if member.owner:
         return plain_error(request, 400, "Not possible", "The owner's account cannot be removed.")
-    hs = w.homeserver()
+    # On the family's own server the account is theirs: it leaves the lines, nothing more.
+    hs = None if w.external() else w.homeserver()
     if hs is not None:
         try:
             await hs.deactivate_user(member.username)
@@ -235,6 +236,9 @@ async def family_reset(request: web.Request) -> web.Response:
     if member.owner:
         return plain_error(request, 400, "Not here",
                            "Change your own password in Element (Settings, Account).")
+    if w.external():
+        return plain_error(request, 400, "On your homeserver",
+                           f"Passwords on {w.server_name()} are changed on that server.")
     hs = w.homeserver()
     if hs is None:
         return plain_error(request, 503, "Home server not ready",

@@ -15,7 +15,8 @@ from cryptography import x509
 from markupsafe import Markup
 
 from appliance.homeserver.base import HomeserverError, HomeserverUnavailable, UserExists
-from appliance.web import validate
+from appliance.homeserver.external import MXID
+from appliance.web import own_server, validate
 from appliance.web.app import Web, get_web, render, session_of
 from appliance.web.state import Member
 from appliance.web.tls import is_home_address
@@ -62,15 +63,29 @@ def parse_member_form(
         "username": str(form.get("username", ""))[:500],
         "method": str(form.get("method", "password")),
     }
+    if "mxid" in form:
+        # "Connect to my homeserver": an existing account, by its Matrix ID (own_server.py).
+        values["mxid"] = str(form.get("mxid", ""))[:300].strip()
+        values["method"] = "mxid"
+        match = MXID.fullmatch(values["mxid"])
+        if match is None:
+            errors["mxid"] = "Type the Matrix ID as their app shows it, like @ben:example.org."
+        else:
+            # The family list keys people by a username; here it is the Matrix ID's own.
+            try:
+                values["username"] = validate.username(match.group(1))
+            except validate.Invalid as exc:
+                errors["mxid"] = exc.message
     try:
         values["name"] = validate.display_name(values["name"])
     except validate.Invalid as exc:
         errors["name"] = exc.message
     try:
-        values["username"] = validate.username(values["username"])
+        if values["method"] != "mxid":
+            values["username"] = validate.username(values["username"])
     except validate.Invalid as exc:
         errors["username"] = exc.message
-    if values["method"] not in ("password", "token"):
+    if values["method"] not in ("password", "token", "mxid"):
         errors["method"] = "Please choose how this person gets in."
     chosen = [str(v) for v in form.getall("lines", [])]
     unknown = [c for c in chosen if c not in line_ids]
@@ -89,6 +104,14 @@ async def add_member(
     owner = w.state.owner()
     if w.state.member(username) is not None or (owner and owner["username"] == username):
         return {"username": "This person is already in the family."}
+    if values["method"] == "mxid":
+        problem = await own_server.account_problem(w, values["mxid"])
+        if problem is not None:
+            return {"mxid": problem}
+        w.state.upsert_member(Member(name=values["name"], username=username,
+                                     mxid=values["mxid"], lines=lines, added_at=time.time()))
+        session_of(request).flash = {"username": username, "method": "mxid"}
+        return {}
     hs = w.homeserver()
     if hs is None:
         return {"form": "The home server is not ready yet. Wait a minute and try again."}

@@ -32,10 +32,10 @@ from appliance.homeserver.external import (
 from appliance.homeserver.link import check_link, check_server, listener_answers
 from appliance.homeserver.registration import Registration
 from appliance.web.app import get_web
+from appliance.web.config import HOMESERVER_FILE
 from appliance.web.files import read_json, write_json
 from appliance.web.state import Member
 
-HOMESERVER_FILE = "homeserver.json"
 REGISTRATION_FILE = "external-registration.yaml"
 TEMPLATE = "setup_2_external.html"
 
@@ -217,6 +217,31 @@ async def check(request: web.Request) -> web.Response:
     if report.ok:
         w.state.mark_done(2, homeserver="external", server_name=current["server_name"])
     return _page(request, status=200 if report.ok else 409, report=report)
+
+
+async def account_problem(w: Any, mxid: str) -> str | None:
+    """Why `mxid` cannot be added to a line on the family's server, or None: it must be
+    a Matrix ID that server has (no account is ever made there by Textbridge)."""
+    current = chosen(w.state.dir)
+    if current is None:
+        return "No homeserver is connected yet."
+    try:
+        _, server_name = split_mxid(mxid)
+    except ValueError:
+        return "Type the Matrix ID as their app shows it, like @ben:example.org."
+    if server_name != current["server_name"]:
+        # Asking would make the server ask another server over federation.
+        return f"{mxid} is not on {current['server_name']}, and only accounts there can be added."
+    registration = Registration.load(current["registration"])
+    adapter = ExternalAdapter(
+        ExternalHomeserver(str(current["url"]), str(current["server_name"])), registration
+    )
+    try:
+        if await adapter.mxid_exists(mxid):
+            return None
+    except HomeserverError:
+        return "Your homeserver is not answering. Wait a minute and try again."
+    return f"{current['server_name']} has no account {mxid}. Make it there first."
 
 
 def add_routes(app: web.Application) -> None:
