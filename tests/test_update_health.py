@@ -96,8 +96,9 @@ class Box:
         self.reboots += 1
 
     async def check(self, rig: RaucRig, deadline: float = 60.0) -> str:
-        return await health.after_boot(rauc=rig.rauc(), data_dir=self.data_dir,
-                                       probes=self.probes, notify=_notify(self.probes.control_socket),
+        probes = self.probes
+        return await health.after_boot(rauc=rig.rauc(), data_dir=self.data_dir, probes=probes,
+                                       notify=_notify(probes.control_socket),
                                        reboot=self.reboot, deadline=deadline, interval=0.5)
 
 
