@@ -67,12 +67,13 @@ BUNDLE_VERSION ?= $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml |
 BUNDLE_CERT    ?= build/dev-key/dev.cert.pem
 BUNDLE_KEY     ?= build/dev-key/dev.key.pem
 BUNDLE_KEYRING ?= $(BUNDLE_CERT)
+BUNDLE_OUT     ?= build/textbridge-$(BUNDLE_VERSION)-rpi-arm64.raucb
 bundle:
 	@scripts/install-deps test
 	@if [ "$(BUNDLE_CERT)" = build/dev-key/dev.cert.pem ]; then scripts/make-bundle dev-key build/dev-key >/dev/null; fi
 	scripts/make-bundle --rootfs $(BUNDLE_ROOTFS) --version $(BUNDLE_VERSION) \
 	  --cert $(BUNDLE_CERT) --key $(BUNDLE_KEY) --keyring $(BUNDLE_KEYRING) \
-	  --out build/textbridge-$(BUNDLE_VERSION)-rpi-arm64.raucb
+	  --out $(BUNDLE_OUT)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "phone-sim": ("appliance.adbsim.cli", "run the simulated Android phone (ADB over TCP)"),
     "wireguard": ("appliance.wireguard.cli", "apply or show the WireGuard remote access"),
     "backup": ("appliance.backup.cli", "make, check and restore full encrypted backups"),
+    "update": ("appliance.update.cli", "install a system update, show the slots, check one"),
     "owner-reset": ("appliance.web.owner_reset", "reopen the owner step (boot partition file)"),
     "run": ("appliance.run", "run the bridge, the lines and the store (the appliance)"),
     "demo": ("appliance.demo", "run the whole stack on this machine, on loopback"),

@@ -16,6 +16,9 @@ from appliance.update.rauc import BundleInfo, Rauc, RaucError, SystemStatus
 NOT_INSTALLED = "Nothing was changed."
 # rauc puts the CMS signature's size in the last 8 bytes of a bundle.
 SIGNATURE_SIZE_BYTES = 8
+SQUASHFS_MAGIC = b"hsqs"
+SQUASHFS_HEAD = 96
+SQUASHFS_PAD = 4096
 
 
 class UpdateRefused(Exception):
@@ -46,17 +49,27 @@ def _looks_whole(path: Path) -> str | None:
         if size <= SIGNATURE_SIZE_BYTES:
             return f"This update file is empty or incomplete. {NOT_INSTALLED}"
         with path.open("rb") as f:
+            head = f.read(SQUASHFS_HEAD)
             f.seek(size - SIGNATURE_SIZE_BYTES)
             sig = int.from_bytes(f.read(SIGNATURE_SIZE_BYTES), "big")
     except FileNotFoundError:
         return "The update file is not there."
     except OSError as exc:
         return f"The update file could not be read ({exc.strerror}). {NOT_INSTALLED}"
+    damaged = (f"This update file is damaged or incomplete (perhaps it did not finish "
+               f"downloading or copying). {NOT_INSTALLED}")
+    # A bundle starts with a squashfs whose superblock says how long it is; the signature
+    # comes after it (after the verity hash tree in a verity bundle).
+    squashed = int.from_bytes(head[40:48], "little") if head[:4] == SQUASHFS_MAGIC else 0
+    if size < squashed:
+        return damaged
     if sig == 0:
-        return f"This file is not a signed Textbridge update. {NOT_INSTALLED}"
-    if sig > size - SIGNATURE_SIZE_BYTES:
-        return (f"This update file is damaged or incomplete (perhaps it did not finish "
-                f"downloading or copying). {NOT_INSTALLED}")
+        padded = -(-squashed // SQUASHFS_PAD) * SQUASHFS_PAD
+        if squashed and size <= padded:
+            return f"This file is not a signed Textbridge update. {NOT_INSTALLED}"
+        return damaged
+    if sig > size - SIGNATURE_SIZE_BYTES - squashed:
+        return damaged
     return None
 
 

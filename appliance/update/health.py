@@ -29,7 +29,7 @@ from appliance.update.rauc import Rauc, RaucError
 
 log = logging.getLogger(__name__)
 
-DEADLINE = 5 * 60.0
+DEADLINE = pendings.CHECK_DEADLINE
 INTERVAL = 2.0
 TOPIC = "update"
 

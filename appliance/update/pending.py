@@ -16,6 +16,8 @@ from typing import Any
 from appliance.files import write_private
 
 FILE = Path("update") / "pending.json"
+# How long the new slot has to become ready after its first boot.
+CHECK_DEADLINE = 5 * 60.0
 
 
 @dataclasses.dataclass

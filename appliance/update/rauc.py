@@ -134,7 +134,7 @@ class Rauc:
     def _run_blocking(self, args: Sequence[str], timeout: float) -> Result:
         env = {**os.environ, **self.env} if self.env is not None else None
         try:
-            done = subprocess.run(self._argv(args), capture_output=True, text=True,  # noqa: S603
+            done = subprocess.run(self._argv(args), capture_output=True, text=True,
                                   timeout=timeout, env=env, check=False)
         except FileNotFoundError:
             raise RaucError("The update tool (rauc) is not installed on this system.") from None
@@ -142,13 +142,13 @@ class Rauc:
             raise RaucError(f"The update tool did not finish within {int(timeout)} s.") from None
         return Result(done.returncode, done.stdout, done.stderr)
 
-    async def run(self, args: Sequence[str], timeout: float = QUERY_TIMEOUT) -> Result:
+    async def run(self, args: Sequence[str], limit: float = QUERY_TIMEOUT) -> Result:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._run_blocking, list(args), timeout)
+        return await loop.run_in_executor(self.executor, self._run_blocking, list(args), limit)
 
     async def _checked(self, args: Sequence[str], what: str,
-                       timeout: float = QUERY_TIMEOUT) -> Result:
-        result = await self.run(args, timeout)
+                       limit: float = QUERY_TIMEOUT) -> Result:
+        result = await self.run(args, limit)
         if result.returncode != 0:
             detail = last_words(result.stderr)
             raise RaucError(f"{what} failed: {detail or 'rauc gave no reason'}", detail)
