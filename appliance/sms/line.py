@@ -116,6 +116,7 @@ class SmsLine(LineReporting):
         self._health = _Health()
         self._inbound: asyncio.Queue[ModemEvent | None] = asyncio.Queue()
         self._wake = asyncio.Event()
+        self._retries: list[float] = []  # when rows this line put back come due
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -125,7 +126,6 @@ class SmsLine(LineReporting):
         self._pin_lock = asyncio.Lock()
         self._catch_up = False
         self._queue_depth = 0
-        self._retries: list[float] = []  # when rows this line put back come due
 
     # -- Line protocol -------------------------------------------------------------------
 

@@ -358,26 +358,34 @@ class Outbox:
             await conn.execute("UPDATE outbox SET updated_at = ? WHERE id = ?", (now, row_id))
             if not last:
                 return await self._one(row_id)
-            # The row as just written, without reading it back: _sent reads it once, after.
+            # The row as just written (not read back), then SENT as mark_sent would.
             sent = OutboxPart(index, PartState.SENT, reference, None)
             parts = tuple(sent if p.index == index else p for p in row.parts)
-            return await self._sent(dataclasses.replace(row, parts=parts))
+            pending = [p.index for p in parts if p.state == PartState.PENDING]
+            if pending:
+                raise StoreStateError(
+                    f"outbox row {row_id}: part(s) {pending} were never sent, so the message "
+                    "cannot be marked sent"
+                )
+            to = derive(Q.SENT, parts)
+            return await self._move(
+                dataclasses.replace(row, parts=parts), to, "mark sent", _FROM_SENDING,
+                error=self._part_error(parts, to),
+            )
 
     async def mark_sent(self, row_id: int) -> OutboxRow:
         """Every part accepted. Reports that arrived meanwhile decide DELIVERED/FAILED."""
         async with self._db.write():
-            return await self._sent(await self._one(row_id))
-
-    async def _sent(self, row: OutboxRow) -> OutboxRow:
-        pending = [p.index for p in row.parts if p.state == PartState.PENDING]
-        if pending and row.state == Q.SENDING:
-            raise StoreStateError(
-                f"outbox row {row.id}: part(s) {pending} were never sent, so the message "
-                "cannot be marked sent"
-            )
-        to = derive(Q.SENT, row.parts)
-        error = self._part_error(row.parts, to)
-        return await self._move(row, to, "mark sent", _FROM_SENDING, error=error)
+            row = await self._one(row_id)
+            pending = [p.index for p in row.parts if p.state == PartState.PENDING]
+            if pending and row.state == Q.SENDING:
+                raise StoreStateError(
+                    f"outbox row {row_id}: part(s) {pending} were never sent, so the message "
+                    "cannot be marked sent"
+                )
+            to = derive(Q.SENT, row.parts)
+            error = self._part_error(row.parts, to)
+            return await self._move(row, to, "mark sent", _FROM_SENDING, error=error)
 
     async def mark_retry(self, row_id: int, error: str, delay_s: float) -> OutboxRow:
         """Back to QUEUED after a retryable error; parts already sent stay sent."""
