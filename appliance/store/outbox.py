@@ -199,6 +199,22 @@ class Outbox:
                 (line_id, now_ms),
             )
 
+    async def next_due(self, line_id: str) -> int | None:
+        """When the line's earliest waiting head (see `ready`) comes due, in ms; None if
+        there is none."""
+        async with self._db.read():
+            r = await self._db.fetchone(
+                """
+                SELECT min(next_attempt_at) FROM outbox
+                WHERE id IN (SELECT min(id) FROM outbox
+                             WHERE line_id = ? AND state IN ('queued', 'sending')
+                             GROUP BY conversation)
+                  AND state = 'queued'
+                """,
+                (line_id,),
+            )
+        return None if r is None or r[0] is None else int(r[0])
+
     async def unreported(self, limit: int = 100) -> list[OutboxRow]:
         """Rows whose state the bridge has not yet shown in the room, oldest first."""
         async with self._db.read():
