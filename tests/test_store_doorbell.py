@@ -82,3 +82,24 @@ async def test_last_part_and_sent_are_one_commit(tmp_path: Path) -> None:
         assert stored is not None and stored.state == OutboxState.SENT
     finally:
         await store.close()
+
+
+async def test_next_due_is_the_earliest_waiting_head(tmp_path: Path) -> None:
+    """What the sender sleeps until: a row put back for a retry holds its conversation, so
+    the row behind it does not count, and nothing waiting means None."""
+    now = [1_000_000]
+    store = await Store.open(tmp_path / "textbridge.db", clock=lambda: now[0])
+    try:
+        assert await store.outbox.next_due("sms") is None
+        a, _ = await store.outbox.enqueue(OutboundRequest("a", "sms", DEST, "1", "@m:t"), 1)
+        await store.outbox.enqueue(OutboundRequest("b", "sms", DEST, "2", "@m:t"), 1)
+        await store.outbox.mark_sending(a.id)
+        await store.outbox.mark_retry(a.id, "busy", 30.0)
+        assert await store.outbox.next_due("sms") == 1_000_000 + 30_000
+        await store.outbox.enqueue(
+            OutboundRequest("c", "sms", "+4915100000001", "3", "@m:t"), 1
+        )
+        assert await store.outbox.next_due("sms") == 1_000_000
+        assert await store.outbox.next_due("phone") is None
+    finally:
+        await store.close()

@@ -68,14 +68,15 @@ log = logging.getLogger(__name__)
 
 ModemFactory = Callable[..., Modem]
 
+# The sender sleeps until woken (a text queued, in this process or through the store's
+# doorbell) or the line's next retry comes due; this slow look is only a safety net.
+IDLE_LOOK_S = 5.0
+
 # How long a retryable send error waits before the next attempt grows with each attempt,
 # up to this ceiling (a congested network or a lost registration usually clears in minutes).
 MAX_RETRY_DELAY = 3600.0
 # How long to wait after a fault before trying the modem again.
 REOPEN_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-# The sender sleeps until woken (a text queued, in this process or through the store's
-# doorbell) or a retry it scheduled comes due; this slow look is only a safety net.
-IDLE_LOOK_S = 5.0
 # Trouble that holds texts up for less than this is not worth a message in the family's
 # chat (a hang, a missed registration, one refused send); longer trouble is told once, and
 # its end once (docs/modem.md, "What the family is told").
@@ -138,7 +139,6 @@ class SmsLine(LineReporting):
         # only that tells which text came first (the modem reuses freed slots).
         self._arrivals: dict[int, int] = {}
         self._arrival_count = 0
-        self._retries: list[float] = []  # when rows this line put back come due
         self.notice_after = NOTICE_AFTER
         self._notice_timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -706,8 +706,8 @@ class SmsLine(LineReporting):
             await self._ready.wait()
             # Cleared before the look, so a text queued while this pass sends is not missed.
             self._wake.clear()
-            now = self._clock()
-            rows = await self.store.outbox.ready(self.id, int(now * 1000))
+            now_ms = int(self._clock() * 1000)
+            rows = await self.store.outbox.ready(self.id, now_ms)
             self._queue_depth = len(rows)
             progressed = False
             for row in rows:
@@ -727,16 +727,16 @@ class SmsLine(LineReporting):
                 # before it, and that is the only pace a backlog needs.
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._idle_wait(now))
+                await asyncio.wait_for(self._wake.wait(), await self._idle_wait())
 
-    def _idle_wait(self, now: float) -> float:
-        """Until the earliest retry this line scheduled; else a slow look for rows nobody
-        woke us for (a retry due from an earlier run of the process)."""
-        self._retries = [at for at in self._retries if at > now]
-        return min([IDLE_LOOK_S, *(at - now for at in self._retries)])
-
-    def _retry_in(self, delay: float) -> None:
-        self._retries.append(self._clock() + delay)
+    async def _idle_wait(self) -> float:
+        """Until the earliest retry of this line comes due; IDLE_LOOK_S at most, a safety
+        net for anything that did not wake us."""
+        due_ms = await self.store.outbox.next_due(self.id)
+        if due_ms is None:
+            return IDLE_LOOK_S
+        # The floor: a due row this pass could not take must not make the loop spin.
+        return min(IDLE_LOOK_S, max(0.05, due_ms / 1000 - self._clock()))
 
     async def _send(self, row: OutboxRow) -> bool:
         """Send one row; True if it left the queue or moved on (sent, failed, retry)."""
@@ -780,7 +780,6 @@ class SmsLine(LineReporting):
                     row.id, "The modem did not accept the text just now; trying again.",
                     self.config.retry_delay,
                 )
-                self._retry_in(self.config.retry_delay)
                 self._record_error(f"The modem did not take a text ({exc}).")
                 raise
             except ModemError as exc:
@@ -812,7 +811,6 @@ class SmsLine(LineReporting):
             await self.store.outbox.mark_retry(
                 row.id, f"{exc.reason} Trying again in {_human_seconds(delay)}.", delay
             )
-            self._retry_in(delay)
             self._announce_after(
                 "send-retrying",
                 Severity.WARNING,

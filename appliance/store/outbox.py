@@ -199,6 +199,22 @@ class Outbox:
                 (line_id, now_ms),
             )
 
+    async def next_due(self, line_id: str) -> int | None:
+        """When the line's earliest waiting head (see `ready`) comes due, in ms; None if
+        there is none."""
+        async with self._db.read():
+            r = await self._db.fetchone(
+                """
+                SELECT min(next_attempt_at) FROM outbox
+                WHERE id IN (SELECT min(id) FROM outbox
+                             WHERE line_id = ? AND state IN ('queued', 'sending')
+                             GROUP BY conversation)
+                  AND state = 'queued'
+                """,
+                (line_id,),
+            )
+        return None if r is None or r[0] is None else int(r[0])
+
     async def unreported(self, limit: int = 100) -> list[OutboxRow]:
         """Rows whose state the bridge has not yet shown in the room, oldest first."""
         async with self._db.read():
@@ -358,10 +374,20 @@ class Outbox:
             await conn.execute("UPDATE outbox SET updated_at = ? WHERE id = ?", (now, row_id))
             if not last:
                 return await self._one(row_id)
-            # The row as just written, without reading it back: _sent reads it once, after.
+            # The row as just written (not read back), then SENT as mark_sent would.
             sent = OutboxPart(index, PartState.SENT, reference, None)
             parts = tuple(sent if p.index == index else p for p in row.parts)
-            return await self._sent(dataclasses.replace(row, parts=parts))
+            pending = [p.index for p in parts if p.state == PartState.PENDING]
+            if pending:
+                raise StoreStateError(
+                    f"outbox row {row_id}: part(s) {pending} were never sent, so the message "
+                    "cannot be marked sent"
+                )
+            to = derive(Q.SENT, parts)
+            return await self._move(
+                dataclasses.replace(row, parts=parts), to, "mark sent", _FROM_SENDING,
+                error=self._part_error(parts, to),
+            )
 
     async def mark_sent(self, row_id: int, *, meta: dict[str, Any] | None = None) -> OutboxRow:
         """Every part accepted. Reports that arrived meanwhile decide DELIVERED/FAILED.
