@@ -164,3 +164,21 @@ async def test_a_stuck_prompt_is_not_told(make_line: Any) -> None:
     await h.state(row_id, OutboxState.SENT, OutboxState.DELIVERED, timeout=60)
     await still_receives(h, "after the stuck prompt")
     assert h.events == []
+
+
+async def test_texts_refused_for_want_of_network_go_as_soon_as_it_is_back(
+    make_line: Any,
+) -> None:
+    h = await make_line(retry_delay=30.0)
+    h.sim.network.registered = False
+    await until(lambda: not h.line.status().sending, 10, "line says it cannot send")
+    row_id = await h.send("waiting for the network")
+
+    async def refused() -> bool:
+        row = await h.store.outbox.get(row_id)
+        return row is not None and row.attempts >= 1 and row.state == OutboxState.QUEUED
+
+    await until(refused, 20, "refused once, waiting for a retry in 30 s")
+    h.sim.network.registered = True
+    # Not after the 30 s retry delay: the reason it waited is gone.
+    await h.state(row_id, OutboxState.SENT, OutboxState.DELIVERED, timeout=10)

@@ -861,3 +861,17 @@ async def test_a_different_part_with_a_held_index_is_kept_as_a_variant(store: St
     assert [created for _, created in stored] == [True]
     assert await f.family("sms", "g") == []
     assert (await f.hold("sms", "g", 1, 2, "b1", "g|1|b", T0 + 4)).count == 0
+
+
+async def test_due_now_makes_rows_waiting_for_a_retry_due(store: Store, clock: FakeClock) -> None:
+    o = store.outbox
+    waiting, _ = await o.enqueue(req("$w"), 1)
+    other_line, _ = await o.enqueue(req("$o", line="phone"), 1)
+    for row, line in ((waiting, "sms"), (other_line, "phone")):
+        await o.mark_sending(row.id, line_id=line)
+        await o.mark_retry(row.id, "no network", 600)
+    assert await o.ready("sms", clock.now) == []
+    assert await o.due_now("sms") == 1
+    assert [r.id for r in await o.ready("sms", clock.now)] == [waiting.id]
+    assert await o.ready("phone", clock.now) == []  # another line's rows keep their time
+    assert await o.due_now("sms") == 0

@@ -141,6 +141,7 @@ class SmsLine(LineReporting):
         self._arrival_count = 0
         self.notice_after = NOTICE_AFTER
         self._notice_timers: dict[str, asyncio.TimerHandle] = {}
+        self._due_task: asyncio.Task[None] | None = None
 
     # -- Line protocol -------------------------------------------------------------------
 
@@ -166,6 +167,8 @@ class SmsLine(LineReporting):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self._due_task is not None:
+            self._due_task.cancel()
         for timer in self._notice_timers.values():
             timer.cancel()
         self._notice_timers.clear()
@@ -473,14 +476,25 @@ class SmsLine(LineReporting):
         elif isinstance(event, RegistrationChanged):
             # Acted on at once: the next health check may be half a minute away, and a
             # loss shorter than that must still stop the line claiming it can send.
-            self._health.registered = event.registered
+            was_registered, self._health.registered = self._health.registered, event.registered
             if event.registered:
+                if not was_registered and (self._due_task is None or self._due_task.done()):
+                    # Texts refused for want of network wait out a growing retry delay
+                    # (minutes); the reason is gone, so they go now.
+                    self._due_task = asyncio.create_task(self._retry_now())
                 self._clear("no-network", "The SMS line has a mobile network again.")
                 if self._health.state == LineState.DEGRADED and self._health.summary == NO_NETWORK:
                     self._set(LineState.READY, self._ready_summary())
                 self._wake.set()
             else:
                 self._no_network()
+
+    async def _retry_now(self) -> None:
+        try:
+            if await self.store.outbox.due_now(self.id):
+                self._wake.set()
+        except Exception:
+            log.exception("making waiting texts due failed; they go at their retry time")
 
     # -- inbound ---------------------------------------------------------------------------
 

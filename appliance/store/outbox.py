@@ -431,6 +431,19 @@ class Outbox:
                 error=error,
             )
 
+    async def due_now(self, line_id: str) -> int:
+        """Make the line's QUEUED rows that wait for a retry due now (its network is back,
+        so the reason they wait is gone); returns how many. Order is unaffected: ready()
+        still returns each conversation's oldest row."""
+        async with self._db.write() as conn:
+            now = self._db.clock()
+            cur = await conn.execute(
+                "UPDATE outbox SET next_attempt_at = ?, updated_at = ? "
+                "WHERE line_id = ? AND state = 'queued' AND next_attempt_at > ?",
+                (now, now, line_id, now),
+            )
+            return int(cur.rowcount)
+
     async def mark_failed(self, row_id: int, error: str) -> OutboxRow:
         async with self._db.write():
             return await self._move(
