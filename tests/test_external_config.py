@@ -169,3 +169,37 @@ def test_the_wizards_choice_applies_over_the_config(tmp_path: Path) -> None:
     assert apply_members(config, tmp_path).bridge == config.bridge
     write_json(tmp_path / "homeserver.json", {"mode": "external"})
     assert apply_members(config, tmp_path).bridge == config.bridge
+
+
+def test_a_new_homeserver_choice_restarts_textbridge_run(tmp_path: Path) -> None:
+    """`textbridge run` exits 75 when the setup writes homeserver.json: systemd's
+    Restart=on-failure starts it again, on the new listener and registration."""
+    import time
+
+    from appliance.homeserver.synapse import free_port
+
+    registration = tmp_path / "registration.yaml"
+    Registration.generate(url="http://127.0.0.1:1").save(registration, "textbridge.test")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[general]\ndata_dir = "{tmp_path / "data"}"\n[modem]\nenabled = false\n'
+        f'[bridge]\nhomeserver_url = "http://127.0.0.1:{free_port()}"\n'
+        f'registration = "{registration}"\nlisten_port = {free_port()}\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(config)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        socket_path = tmp_path / "data" / "control.sock"
+        deadline = time.monotonic() + 60
+        while not socket_path.exists():
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "textbridge run did not start"
+            time.sleep(0.1)
+        (tmp_path / "data" / "web").mkdir(exist_ok=True)
+        (tmp_path / "data" / "web" / "homeserver.json").write_text('{"mode": "external"}')
+        assert proc.wait(30) == 75
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -4,6 +4,7 @@ even when the Pi's own homeserver happens to hold an account with the same name.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -37,6 +38,12 @@ async def test_family_on_my_homeserver_is_not_touched_on_the_pis(
     assert status == 200 and ben.mxid in text and "New password for Ben" not in text
     status, text, _ = await c.submit("/family", f"/family/{ben.username}/reset", {})
     assert status == 400 and "changed on that server" in text
+    # A form that asks for a new account on the Pi's server is refused in this mode.
+    carla = f"carla{os.getpid()}"
+    status, text, _ = await c.submit("/family", "/family/add",
+                                     {"name": "Carla", "username": carla, "method": "password"})
+    assert status == 400 and "by their Matrix ID" in text
+    assert not await synapse_adapter.user_exists(carla)
     status, _, _ = await c.submit("/family", f"/family/{ben.username}/remove", {})
     assert status == 303 and state.member(ben.username) is None
     # The Pi's account of the same name still works: nothing was closed there.

@@ -104,6 +104,9 @@ async def add_member(
     owner = w.state.owner()
     if w.state.member(username) is not None or (owner and owner["username"] == username):
         return {"username": "This person is already in the family."}
+    if w.external() is not None and values["method"] != "mxid":
+        # No accounts are made on the Pi's own server once the family's server is in use.
+        return {"mxid": "Add people by their Matrix ID on your homeserver."}
     if values["method"] == "mxid":
         problem = await own_server.account_problem(w, values["mxid"])
         if problem is not None:
