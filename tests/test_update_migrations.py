@@ -160,3 +160,26 @@ async def test_a_breaking_migration_is_refused_by_the_old_version_untouched(
     assert _content(db) == digest
     problem = _open_db(db, "PRAGMA user_version")
     assert problem == f"has schema version {SCHEMA_VERSION + 1}, which this version cannot use"
+
+
+async def test_the_old_bridge_opens_a_bridge_database_the_newer_one_migrated(
+        tmp_path: Path) -> None:
+    from appliance.bridge.db import BridgeDB, upgrade_table
+
+    path = tmp_path / "bridge.db"
+    db = BridgeDB(path)
+    await db.start()
+    await db.stop()
+    newest = len(upgrade_table.upgrades)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        # What a newer bridge's additive migration leaves.
+        conn.execute("CREATE TABLE read_marks (room_id TEXT PRIMARY KEY, at INTEGER)")
+        conn.execute("UPDATE bridge_version SET version = ?", (newest + 1,))
+    again = BridgeDB(path)
+    try:
+        await again.start()
+        assert await again.management_room("@anna:test") is None
+    finally:
+        await again.stop()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version FROM bridge_version").fetchone()[0] == newest + 1

@@ -18,7 +18,10 @@ from mautrix.util.async_db import Connection, Database, UpgradeTable
 
 from appliance.files import private_database
 
-upgrade_table = UpgradeTable(version_table_name="bridge_version", database_name="bridge")
+# allow_unsupported: after an update is rolled back, the older bridge runs on the file the
+# newer one migrated. So bridge migrations, like the store's, only add (docs/update.md).
+upgrade_table = UpgradeTable(version_table_name="bridge_version", database_name="bridge",
+                             allow_unsupported=True)
 
 
 async def _upgrade_v1(conn: Connection) -> None:
