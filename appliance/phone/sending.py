@@ -172,13 +172,7 @@ class PhoneSending(LineReporting):
                 if await self._send_error(row, exc, tapped=tapped):
                     raise
                 return
-            for part in row.parts:
-                if part.state == PartState.PENDING:
-                    await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
-            network = button.network
-            await self.store.outbox.mark_sent(
-                row.id, meta={"network": network} if network else None
-            )
+            await self._mark_tapped_sent(row, button.network)
             self._resolved("layout", "Sending through Google Messages works again.")
             self._count("sent")
             log.info("message to %s sent (%s)", _mask_all(recipients), outcome.confirmed_by)
@@ -236,19 +230,21 @@ class PhoneSending(LineReporting):
                 if await self._send_error(row, exc, tapped=tapped):
                     raise
                 return
-            for part in row.parts:
-                if part.state == PartState.PENDING:
-                    await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
-            network = button.network
-            await self.store.outbox.mark_sent(
-                row.id, meta={"network": network} if network else None
-            )
+            await self._mark_tapped_sent(row, button.network)
             await self.store.attachments.delete(name)
             self._resolved("layout", "Sending through Google Messages works again.")
             self._count("sent_media")
             log.info("file to %s sent (%s)", _mask_all(recipients), outcome.confirmed_by)
             with contextlib.suppress(PhoneError):
                 await phone.go_home()
+
+    async def _mark_tapped_sent(self, row: OutboxRow, network: str | None) -> None:
+        """Messages took the text: every part is sent (the phone gives no part references,
+        so each part's index stands in), and the row records the network the button said."""
+        for part in row.parts:
+            if part.state == PartState.PENDING:
+                await self.store.outbox.mark_part_sent(row.id, part.index, part.index & 0xFF)
+        await self.store.outbox.mark_sent(row.id, meta={"network": network} if network else None)
 
     async def _retry(self, row: OutboxRow, exc: PhoneError) -> None:
         attempts = row.attempts + 1
