@@ -203,3 +203,18 @@ def test_a_new_homeserver_choice_restarts_textbridge_run(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_firewall_follows_the_wizards_choice(tmp_path: Path) -> None:
+    from appliance.web.files import write_json
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[general]\ndata_dir = "{tmp_path / "data"}"\n')
+    write_json(tmp_path / "data" / "web" / "homeserver.json", {
+        "mode": "external", "url": "https://matrix.example.org", "server_name": "example.org",
+        "listen_host": "10.99.0.2", "listen_port": 29332, "homeserver_address": "10.99.0.1",
+        "registration": str(tmp_path / "data" / "web" / "external-registration.yaml"),
+    })
+    out = _cli("firewall", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "ip saddr 10.99.0.1 tcp dport 29332 accept" in out.stdout

@@ -335,9 +335,12 @@ def _external(args: argparse.Namespace) -> int:
     from appliance.config import Config, ConfigError
     from appliance.homeserver import firewall
     from appliance.homeserver.external import registration_for
+    from appliance.homeserver_choice import apply_choice, read_choice
 
     try:
-        config = Config.load(args.config).bridge
+        full = Config.load(args.config)
+        # The wizard's choice counts over the file, as for `textbridge run`.
+        config = apply_choice(full, read_choice(full.general.data_dir / "web")).bridge
     except ConfigError as exc:
         print(f"textbridge homeserver: {exc}", file=sys.stderr)
         return 2
