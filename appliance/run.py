@@ -26,6 +26,7 @@ from aiohttp import web
 from appliance import log as applog
 from appliance import sdnotify
 from appliance.config import DEFAULT_PATH, Config, ConfigError, UserCapConfig
+from appliance.homeserver_choice import HOMESERVER_FILE, apply_choice, read_choice
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ MEMBERS_FILE = "members.json"
 OWNER_FILE = "owner.json"
 POLICY_FILE = "policy.json"
 CONTACTS_FILE = "contacts.vcf"
-# "Connect to my homeserver" (web/own_server.py): the family's server, in place of the Pi's.
-HOMESERVER_FILE = "homeserver.json"
 # Exit status that asks systemd (Restart=on-failure) for a restart onto a new homeserver.
 EXIT_RESTART = 75
 # How often the files the web setup writes are looked at for changes.
@@ -63,7 +62,7 @@ def apply_members(config: Config, web_state: Path) -> Config:
     names none, so line problems reach someone.
     """
     config = _apply_policy(config, _read_json(web_state / POLICY_FILE))
-    config = apply_homeserver(config, _read_json(web_state / HOMESERVER_FILE))
+    config = apply_choice(config, read_choice(web_state))
     chosen = _read_json(web_state / MEMBERS_FILE)
     owner_data = _read_json(web_state / OWNER_FILE)
     owner = owner_data.get("mxid") if isinstance(owner_data, Mapping) else None
@@ -76,31 +75,6 @@ def apply_members(config: Config, web_state: Path) -> Config:
         new_owner = line.owner or (owner if isinstance(owner, str) else "")
         lines.append(dataclasses.replace(line, members=merged, owner=new_owner))
     return dataclasses.replace(config, bridge=dataclasses.replace(config.bridge, lines=lines))
-
-
-def apply_homeserver(config: Config, chosen: Any) -> Config:
-    """The family's own homeserver, as the wizard recorded it, replaces the config file's
-    homeserver, listener and registration."""
-    if not isinstance(chosen, Mapping) or chosen.get("mode") != "external":
-        return config
-    from appliance.bridge.config import validate_listener
-
-    try:
-        bridge = dataclasses.replace(
-            config.bridge,
-            homeserver="external",
-            homeserver_url=str(chosen["url"]),
-            server_name=str(chosen["server_name"]),
-            listen_host=str(chosen["listen_host"]),
-            listen_port=int(chosen["listen_port"]),
-            homeserver_address=str(chosen["homeserver_address"]),
-            registration=Path(str(chosen["registration"])),
-        )
-        validate_listener(bridge)
-    except (KeyError, TypeError, ValueError) as exc:
-        log.error("ignoring the homeserver chosen in the setup (%s): %s", HOMESERVER_FILE, exc)
-        return config
-    return dataclasses.replace(config, bridge=bridge)
 
 
 def _apply_policy(config: Config, policy: Any) -> Config:

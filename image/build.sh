@@ -50,7 +50,7 @@ wheel_hash() {  # $1: runtime|synapse
   { echo "$PY_ABI $WHEEL_PLATFORMS"; cat "$TOP/requirements/$1.lock" "$HERE/lockfilter.py"; } | sha
 }
 tree_hash() {   # every file that ends up in the root filesystem besides the base
-  ( cd "$TOP" && find image systemd overlays appliance pyproject.toml requirements docs/image.md docs/wireguard.md \
+  ( cd "$TOP" && find image systemd overlays appliance pyproject.toml requirements docs/image.md docs/wireguard.md docs/homeserver.md \
       -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum )
 }
 inputs_hash() {
@@ -301,6 +301,7 @@ stage_rootfs() {
   done
   install -D -m 0644 "$TOP/docs/image.md" "$R/usr/share/doc/textbridge/image.md"
   install -D -m 0644 "$TOP/docs/wireguard.md" "$R/usr/share/doc/textbridge/wireguard.md"
+  install -D -m 0644 "$TOP/docs/homeserver.md" "$R/usr/share/doc/textbridge/homeserver.md"
   write_settings
 
   mount_chroot
@@ -370,7 +371,8 @@ stage_rootfs() {
     systemd-timesyncd.service avahi-daemon.service nftables.service ssh.service \
     textbridge-firstboot.service textbridge-homeserver.service textbridge.service \
     textbridge-web.service textbridge-journal-save.timer textbridge-journal-save-shutdown.service \
-    textbridge-wireguard.service textbridge-wireguard.path >/dev/null 2>&1
+    textbridge-wireguard.service textbridge-wireguard.path \
+    textbridge-appservice-firewall.service textbridge-appservice-firewall.path >/dev/null 2>&1
   # systemd-firstboot would ask for a locale, time zone and root password on the console.
   systemctl --root="$R" mask systemd-firstboot.service >/dev/null
   ln -sf ../run/systemd/resolve/stub-resolv.conf "$R/etc/resolv.conf"

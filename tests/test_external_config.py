@@ -203,3 +203,54 @@ def test_a_new_homeserver_choice_restarts_textbridge_run(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_firewall_follows_the_wizards_choice(tmp_path: Path) -> None:
+    from appliance.web.files import write_json
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[general]\ndata_dir = "{tmp_path / "data"}"\n')
+    write_json(tmp_path / "data" / "web" / "homeserver.json", {
+        "mode": "external", "url": "https://matrix.example.org", "server_name": "example.org",
+        "listen_host": "10.99.0.2", "listen_port": 29332, "homeserver_address": "10.99.0.1",
+        "registration": str(tmp_path / "data" / "web" / "external-registration.yaml"),
+    })
+    out = _cli("firewall", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "ip saddr 10.99.0.1 tcp dport 29332 accept" in out.stdout
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None or
+                    shutil.which("ip") is None, reason="needs root, ip and nft")
+def test_cli_firewall_apply_loads_and_removes_the_table(tmp_path: Path) -> None:
+    """As textbridge-appservice-firewall.service runs it, in a namespace of its own."""
+    import secrets
+
+    ns = f"tbfw-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        def apply() -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            return subprocess.run(
+                ["ip", "netns", "exec", ns, sys.executable, "-m", "appliance", "homeserver",
+                 "firewall", "--apply", "--config", str(config)],
+                capture_output=True, text=True, env=env, timeout=60)
+
+        def tables() -> str:
+            return subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"],
+                                  capture_output=True, text=True, check=True).stdout
+
+        config = _config_file(tmp_path)
+        for _ in range(2):  # twice: still one table
+            out = apply()
+            assert out.returncode == 0, out.stderr
+        assert tables().count(firewall.TABLE) == 1
+        # Back to the Pi's own homeserver: the table goes (and going twice is no error).
+        config.write_text(f'[general]\ndata_dir = "{tmp_path / "data"}"\n')
+        for _ in range(2):
+            out = apply()
+            assert out.returncode == 0, out.stderr
+        assert firewall.TABLE not in tables()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

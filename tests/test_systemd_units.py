@@ -35,6 +35,10 @@ APPLIANCE_SERVICES = (
 )
 
 
+# Helpers that only read the appliance's settings and write nothing.
+READ_ONLY_SERVICES = ("textbridge-appservice-firewall.service",)
+
+
 def unit_files() -> list[Path]:
     return sorted(p for p in UNITS.iterdir() if p.suffix in (".service", ".timer", ".path"))
 
@@ -171,7 +175,10 @@ def test_hardening(name: str) -> None:
     assert one("SystemCallFilter").startswith("@system-service")
     assert "RestrictAddressFamilies" in service
     assert "CapabilityBoundingSet" in service
-    if one("ProtectSystem") == "strict":
+    if name in READ_ONLY_SERVICES:
+        # It only reads its settings: no path is opened for writing.
+        assert "ReadWritePaths" not in service and one("ProtectSystem") == "strict"
+    elif one("ProtectSystem") == "strict":
         assert "/var/lib/textbridge" in " ".join(service.get("ReadWritePaths", []))
 
 
@@ -267,6 +274,21 @@ def test_wireguard_apply_is_oneshot_with_net_admin_only() -> None:
     assert watch["Path"]["Unit"] == ["textbridge-wireguard.service"]
     build = (REPO / "image/build.sh").read_text()
     assert "textbridge-wireguard.service" in build and "textbridge-wireguard.path" in build
+
+
+def test_appservice_firewall_follows_the_homeserver_choice() -> None:
+    service = parse(UNITS / "textbridge-appservice-firewall.service")["Service"]
+    assert service["Type"] == ["oneshot"] and service["User"] == ["textbridge"]
+    assert service["CapabilityBoundingSet"] == ["CAP_NET_ADMIN"]
+    assert service["ExecStart"][-1].split()[1:4] == ["homeserver", "firewall", "--apply"]
+    assert "nftables.service" in parse(UNITS / "textbridge-appservice-firewall.service")[
+        "Unit"]["After"][-1]
+    watch = parse(UNITS / "textbridge-appservice-firewall.path")
+    assert watch["Path"]["PathChanged"] == ["/var/lib/textbridge/web/homeserver.json"]
+    assert watch["Path"]["Unit"] == ["textbridge-appservice-firewall.service"]
+    build = (REPO / "image" / "build.sh").read_text()
+    assert "textbridge-appservice-firewall.service" in build
+    assert "textbridge-appservice-firewall.path" in build
 
 
 def test_firstboot_runs_once() -> None:

@@ -317,47 +317,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-    config_help = "the appliance config (/etc/textbridge/config.toml)"
-    reg = sub.add_parser(
-        "registration",
-        help="external homeserver: write (once) and print the registration to install there",
-    )
-    reg.add_argument("--config", type=Path, default=Path("/etc/textbridge/config.toml"),
-                     help=config_help)
-    fw = sub.add_parser(
-        "firewall", help="external homeserver: nft rules that admit only it to the bridge's port"
-    )
-    fw.add_argument("--config", type=Path, default=Path("/etc/textbridge/config.toml"),
-                    help=config_help)
+    from appliance.homeserver import external_cli
 
-
-def _external(args: argparse.Namespace) -> int:
-    from appliance.config import Config, ConfigError
-    from appliance.homeserver import firewall
-    from appliance.homeserver.external import registration_for
-
-    try:
-        config = Config.load(args.config).bridge
-    except ConfigError as exc:
-        print(f"textbridge homeserver: {exc}", file=sys.stderr)
-        return 2
-    if config.homeserver != "external" or not config.homeserver_address:
-        print(
-            "textbridge homeserver: set [bridge] homeserver = \"external\" and "
-            "homeserver_address first",
-            file=sys.stderr,
-        )
-        return 2
-    if args.homeserver_command == "firewall":
-        print(firewall.ruleset(config.listen_port, config.homeserver_address), end="")
-        return 0
-    host = f"[{config.listen_host}]" if ":" in config.listen_host else config.listen_host
-    registration = registration_for(
-        config.registration, f"http://{host}:{config.listen_port}", config.server_name
-    )
-    # The file holds both tokens: it goes to the homeserver's admin, nowhere else.
-    print(registration.to_yaml(config.server_name), end="")
-    return 0
+    external_cli.add_arguments(sub)
 
 
 def _localpart(value: str) -> str:
@@ -374,7 +336,9 @@ def run(args: argparse.Namespace) -> int:
     from appliance import log as applog
 
     if args.homeserver_command in ("registration", "firewall"):
-        return _external(args)
+        from appliance.homeserver import external_cli
+
+        return external_cli.run(args)
     applog.setup("info")
     try:
         result = asyncio.run(_run(args))

@@ -41,3 +41,8 @@ def ruleset(port: int, homeserver_address: str) -> str:
             "",
         ]
     )
+
+
+def removal() -> str:
+    """nft -f input that removes the table, whether or not it is there."""
+    return f"table inet {TABLE}\ndelete table inet {TABLE}\n"

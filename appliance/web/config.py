@@ -21,6 +21,9 @@ from pathlib import Path
 
 from appliance.homeserver.base import HomeserverAdapter
 
+# Written by the wizard (web/own_server.py), read by the bridge: one name for both.
+from appliance.homeserver_choice import HOMESERVER_FILE as HOMESERVER_FILE
+
 SETUP_FILE = "setup.json"
 OWNER_FILE = "owner.json"
 SESSION_KEY_FILE = "session.key"
@@ -29,7 +32,6 @@ MEMBERS_FILE = "members.json"
 POLICY_FILE = "policy.json"
 CONTACTS_FILE = "contacts.vcf"
 CA_DIR = "ca"
-HOMESERVER_FILE = "homeserver.json"
 
 
 @dataclass(frozen=True)
