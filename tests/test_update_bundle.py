@@ -17,6 +17,7 @@ import pytest
 
 from appliance import __version__
 from appliance.update import bundle as bundles
+from appliance.update import install
 from appliance.update import version as versions
 from tests.update_rig import (
     COMPATIBLE,
@@ -185,3 +186,59 @@ def test_version_order() -> None:
     assert versions.newer("0.3.0", "0.2.0") and versions.newer("0.10", "0.9.9")
     assert versions.newer("0.2", "0.2.0") is False and versions.newer("0.2.0", "0.3") is False
     assert versions.newer("0.3.0-rc1", "0.2.0") is None
+
+
+def _cli(rig: RaucRig, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    config = tmp / "config.toml"
+    config.write_text(f'[general]\ndata_dir = "{tmp / "data"}"\n')
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "update", "--config", str(config),
+         "--rauc-conf", str(rig.conf), *args],
+        capture_output=True, text=True, env=rig.cli_env(), timeout=120, check=False)
+
+
+def test_install_and_status_from_the_command_line(tmp_path: Path, keys: Keys) -> None:
+    with rauc_rig(tmp_path / "own", keys.cert) as rig:
+        status = _cli(rig, tmp_path, "status")
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.splitlines() == [
+            f"Textbridge {__version__} runs from system slot A (good).",
+            "The spare slot B can start.",
+            "The next start uses slot A.",
+            f"Board: {COMPATIBLE}.",
+        ]
+        bundle = make_bundle(tmp_path, keys, NEWER)
+        done = _cli(rig, tmp_path, "install", "--no-reboot", str(bundle))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"Version {NEWER} is written to the spare system.")
+        image = subprocess.run(["unsquashfs", "-cat", str(bundle), "rootfs.ext4"],
+                               capture_output=True, check=True).stdout
+        assert rig.slot_b.read_bytes()[: len(image)] == image
+        after = _cli(rig, tmp_path, "status").stdout
+        assert "The next start uses slot B." in after
+        assert f"The update to {NEWER} waits for its check." in after
+        pending = tmp_path / "data" / "update" / "pending.json"
+        assert json.loads(pending.read_text())["to_version"] == NEWER
+        assert pending.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(("model", "refused"), [
+    ("Raspberry Pi 3 Model B Plus Rev 1.3", True),
+    ("Raspberry Pi 4 Model B Rev 1.4", False),
+    ("Raspberry Pi 5 Model B Rev 1.0", False),
+])
+async def test_a_pi_3_is_not_offered_updates(rig: RaucRig, tmp_path: Path, keys: Keys,
+                                             model: str, refused: bool) -> None:
+    tree = tmp_path / "model"
+    tree.write_bytes(model.encode() + b"\0")  # as the device tree has it
+    before = _digest(rig.slot_b)
+    bundle = make_bundle(tmp_path, keys, "0.0.1") if not refused else make_bundle(
+        tmp_path, keys, NEWER)
+    outcome = await install.install(rig.rauc(), bundle, data_dir=tmp_path / "data",
+                                    running=__version__, model=tree)
+    assert not outcome.ok
+    if refused:
+        assert outcome.message.startswith("Updates need a Raspberry Pi 4 or 5")
+    else:  # past the board check: refused for its version instead
+        assert "Only a newer version can be installed" in outcome.message
+    assert _digest(rig.slot_b) == before

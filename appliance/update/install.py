@@ -12,6 +12,20 @@ from appliance.update import pending as pendings
 from appliance.update.rauc import Rauc, RaucError, SystemStatus
 
 Reboot = Callable[[], Awaitable[None]]
+DT_MODEL = Path("/proc/device-tree/model")
+
+
+def board_refusal(model: Path = DT_MODEL) -> str | None:
+    """The Pi 3's firmware has no tryboot: a new slot could not be tried once and left by
+    itself, so a Pi 3 gets no updates until another way back exists (docs/update.md)."""
+    try:
+        name = model.read_bytes().rstrip(b"\0").decode("ascii", "replace")
+    except OSError:
+        return None  # not a Pi's device tree (a development machine)
+    if name.startswith("Raspberry Pi 3"):
+        return ("Updates need a Raspberry Pi 4 or 5: a Raspberry Pi 3 cannot try a new "
+                f"system once and go back by itself if it fails. {bundles.NOT_INSTALLED}")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +36,10 @@ class Outcome:
 
 
 async def install(rauc: Rauc, bundle: Path, *, data_dir: Path, running: str,
-                  reboot: Reboot | None = None) -> Outcome:
+                  reboot: Reboot | None = None, model: Path = DT_MODEL) -> Outcome:
+    refusal = board_refusal(model)
+    if refusal:
+        return Outcome(False, refusal)
     try:
         info = await bundles.check(rauc, bundle, running)
         status: SystemStatus = await rauc.status()

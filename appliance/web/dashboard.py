@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance import __version__
 from appliance.control_client import ControlError, ControlUnavailable
 from appliance.homeserver.base import HomeserverError, UserNotFound
 from appliance.web import backup, backup_pages, family, logs, plots, remote, sim, validate
@@ -146,6 +147,7 @@ async def dashboard(request: web.Request, **extra: Any) -> web.Response:
         disk_free_gb=usage.free / 1e9,
         disk_free_pct=100 * usage.free / usage.total if usage.total else 0,
         uptime=human_duration(_system_uptime()),
+        version=__version__,
         bridge_uptime=human_duration((bridge or {}).get("bridge", {}).get("uptime_s")),
         signal_charts=signal_charts,
         activity=[{**a, "words": STATE_WORDS.get(str(a.get("state")), str(a.get("state"))),
