@@ -163,6 +163,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the FAT partition holding autoboot.txt")
     parser.add_argument("--slots", default="A=2,B=3",
                         help="bootname=boot partition number of each slot")
+    parser.add_argument("--dt-partition", type=Path, default=DT_PARTITION,
+                        help="where the firmware says which partition it booted")
     parser.add_argument("verb", choices=["get-primary", "set-primary", "get-state",
                                          "set-state", "get-current"])
     parser.add_argument("args", nargs="*")
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         elif verb == "set-state" and len(rest) == 2 and rest[1] in ("good", "bad"):
             boot.set_state(rest[0], rest[1] == "good")
         elif verb == "get-current":
-            print(boot.get_current())
+            print(boot.get_current(args.dt_partition))
         else:
             raise BootError(f"bad arguments for {verb}: {rest}")
     except (BootError, OSError, ValueError) as exc:
