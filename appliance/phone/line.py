@@ -237,11 +237,7 @@ class PhoneLine(PhoneSending):
         )
 
     async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109 - as SmsLine
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._connected, timeout)
 
     def _describe_target(self) -> str:
         c = self.config

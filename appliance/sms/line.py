@@ -249,11 +249,7 @@ class SmsLine(LineReporting):
         self._reopen_now.set()
 
     async def wait_ready(self, timeout: float) -> bool:  # noqa: ASYNC109
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._ready, timeout)
 
     # -- supervision: open, watch, recover -----------------------------------------------
 
