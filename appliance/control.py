@@ -36,6 +36,7 @@ from appliance.line import Line, LineStatus, Severity, display_name
 from appliance.log import mask_number
 from appliance.phonenum import is_premium_or_short
 from appliance.store.models import OutboundRequest, OutboxRow
+from appliance.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +247,7 @@ def make_control_app(
     async def run_sampler(app: web.Application) -> Any:
         task = asyncio.create_task(control.sampler(), name="control-signal-sampler")
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks([task], "control API")
 
     app.cleanup_ctx.append(run_sampler)
 

@@ -27,6 +27,7 @@ from appliance import log as applog
 from appliance import sdnotify
 from appliance.config import DEFAULT_PATH, Config, ConfigError, UserCapConfig
 from appliance.homeserver_choice import HOMESERVER_FILE, apply_choice, read_choice
+from appliance.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -289,9 +290,7 @@ class Appliance:
         if self.homeserver_watch is not None:
             await self.homeserver_watch.stop()
         if self._reload_task is not None:
-            self._reload_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reload_task
+            await stop_tasks([self._reload_task], "members reload")
         if self._control_runner is not None:
             await self._control_runner.cleanup()
         for line in self.lines.values():
@@ -335,8 +334,6 @@ async def main(config: Config) -> int:
     sdnotify.notify("READY=1", f"STATUS=Bridge running. {summaries}".strip())
     await stop.wait()
     sdnotify.stop_notifying()
-    watchdog.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watchdog
+    await stop_tasks([watchdog], "systemd watchdog")
     await appliance.stop()
     return EXIT_RESTART if restart else 0

@@ -4,6 +4,7 @@ phone's adbd (appliance.adbsim), into a real store -- and back out through Messa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 from typing import Any
@@ -615,3 +616,19 @@ async def test_a_group_that_grew_is_read_again_before_a_reply(phone_line: Any) -
     row_id = await h.send("Willkommen", dest=new.message.conversation)
     await h.state(row_id, OutboxState.SENT)
     assert set(h.phone.sent[-1].recipients) == {ANNA, BEN, CARLA}
+
+
+async def test_stop_right_after_a_wake_ends(phone_line: Any) -> None:
+    """As the SMS line's: a wake in the stop's loop iteration must not keep the sender
+    going (asyncio.wait_for on 3.11 swallowed that cancellation)."""
+    h = await phone_line()
+    await asyncio.sleep(0.5)  # the sender is idle, waiting for a wake
+    h.line.wake()
+    await asyncio.sleep(0)
+    stop = asyncio.create_task(h.line.stop())
+    done, _ = await asyncio.wait([stop], timeout=3.0)
+    if not done:
+        stop.cancel()  # reaches the stuck sender, so the fixture's stop can end
+        with contextlib.suppress(BaseException):
+            await stop
+    assert done, "PhoneLine.stop() did not end"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -278,3 +279,26 @@ async def test_no_prompt_means_nothing_left_and_it_is_retried(make_line: Any) ->
     row = await h.state(row_id, OutboxState.SENT, OutboxState.DELIVERED, timeout=60)
     assert h.sim.network.sent_messages() == [("+4915112345678", "retry me")]
     assert row.state != OutboxState.AMBIGUOUS
+
+
+async def _stops_within(stop: Callable[[], Any], seconds: float) -> bool:
+    task = asyncio.create_task(stop())
+    done, _ = await asyncio.wait([task], timeout=seconds)
+    if not done:
+        # Cancelling the stop reaches the task it waits for, so the fixture can stop it.
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    return bool(done)
+
+
+async def test_stop_right_after_a_wake_ends(make_line: Any) -> None:
+    """A wake in the same loop iteration as the stop: on Python 3.11 asyncio.wait_for
+    returned the woken event's result instead of the cancellation, the sender went round
+    again and stop() waited for it for ever (a test teardown hung so)."""
+    h = await make_line()
+    await asyncio.sleep(0.5)  # the sender is idle, waiting for a wake
+    h.line.wake()
+    # One iteration: the sender's wait has its event, the sender has not yet resumed.
+    await asyncio.sleep(0)
+    assert await _stops_within(h.line.stop, 3.0), "SmsLine.stop() did not end"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.files import write_private
+from appliance.tasks import within
 
 if TYPE_CHECKING:
     from appliance.bridge.core import Bridge
@@ -101,12 +102,12 @@ class AddressBook:
         pending.tries += 1
         try:
             # A hung homeserver must not hold the caller (the reload loop) for good.
-            added = await asyncio.wait_for(
+            added = await within(
+                IMPORT_TIMEOUT,
                 self.bridge.import_contacts(
                     data.decode("utf-8", "replace"), self.added_by, self.home_country,
                     rename_all=rename_all,
                 ),
-                IMPORT_TIMEOUT,
             )
         except Exception as exc:
             first = pending.error is None

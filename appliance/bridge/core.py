@@ -9,7 +9,6 @@ order before the transaction is answered (appservice.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from appliance.bridge.route import Router, is_command
 from appliance.homeserver.registration import Registration
 from appliance.line import Line, LineEvent, Severity
 from appliance.store import Store
+from appliance.tasks import stop_tasks, within
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +121,11 @@ class Bridge:
         log.info("bridge listening on %s:%d", self.config.listen_host, self.config.listen_port)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        retry = [self._reconcile_retry] if self._reconcile_retry is not None else []
+        await stop_tasks([*self._tasks, *retry], "bridge")
         self._tasks = []
         self._set_up = False
-        if self._reconcile_retry is not None:
-            self._reconcile_retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reconcile_retry
-            self._reconcile_retry = None
+        self._reconcile_retry = None
         if self._started:
             await self.az.stop()
             await self.db.stop()
@@ -143,7 +136,7 @@ class Bridge:
         delay = 0.5
         while True:
             try:
-                await asyncio.wait_for(self._setup_once(), 60.0)
+                await within(60.0, self._setup_once())
                 self._setup_error = None
                 break
             except asyncio.CancelledError:
@@ -236,9 +229,7 @@ class Bridge:
                     if not portal.ready:
                         continue  # its setup invites whoever is on the line by then
                     try:
-                        await asyncio.wait_for(
-                            self.portals.sync_access(line, portal), SEND_TIMEOUT * 3
-                        )
+                        await within(SEND_TIMEOUT * 3, self.portals.sync_access(line, portal))
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
@@ -439,7 +430,7 @@ class Bridge:
             delay = 0.5
             while True:
                 try:
-                    await asyncio.wait_for(self._show_line_event(event), SEND_TIMEOUT * 3)
+                    await within(SEND_TIMEOUT * 3, self._show_line_event(event))
                     break
                 except asyncio.CancelledError:
                     raise

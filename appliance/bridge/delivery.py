@@ -26,6 +26,7 @@ from mautrix.types import EventID, MessageStatus, MessageStatusReason, RoomID, U
 from appliance.bridge.inbound import MAX_BACKOFF, SEND_TIMEOUT, transient
 from appliance.bridge.text import quote
 from appliance.store.models import OutboxRow, OutboxState
+from appliance.tasks import within
 
 if TYPE_CHECKING:
     from appliance.bridge.core import Bridge
@@ -47,7 +48,7 @@ class Delivery:
                 rows = await self.bridge.store.outbox.unreported(limit=100)
                 for row in rows:
                     try:
-                        await asyncio.wait_for(self.report(row), SEND_TIMEOUT)
+                        await within(SEND_TIMEOUT, self.report(row))
                     except MatrixRequestError as exc:
                         if transient(exc):
                             raise

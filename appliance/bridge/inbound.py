@@ -28,6 +28,7 @@ from mautrix.types import EventID, EventType, MessageType, PaginationDirection, 
 from appliance.bridge import media
 from appliance.bridge.text import quote
 from appliance.store.models import InboxRow
+from appliance.tasks import within
 
 if TYPE_CHECKING:
     from appliance.bridge.core import Bridge
@@ -104,11 +105,11 @@ class Inbound:
         rows.sort(key=lambda r: r.id)
         for row in rows:
             try:
-                await asyncio.wait_for(self.deliver(row), SEND_TIMEOUT)
+                await within(SEND_TIMEOUT, self.deliver(row))
             except (MatrixRequestError, IntentError) as exc:
                 if transient(exc) or not await self._abandon_portal(row):
                     raise
-                await asyncio.wait_for(self.deliver(row), SEND_TIMEOUT)
+                await within(SEND_TIMEOUT, self.deliver(row))
             done = True
             self.last_error = None
         return done
@@ -251,7 +252,7 @@ class Inbound:
         # The store lists a quarantined row until mark_delivered records who was told.
         for line in self.bridge.config.lines:
             for row in await self.bridge.store.inbox.quarantined(line_id=line.id):
-                await asyncio.wait_for(self._tell_quarantine(row), SEND_TIMEOUT)
+                await within(SEND_TIMEOUT, self._tell_quarantine(row))
                 await self.bridge.store.inbox.mark_delivered(row.id, "quarantine-notice")
 
     async def _tell_quarantine(self, row: InboxRow) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from appliance.homeserver.api import MatrixHttp
 from appliance.line import Severity
+from appliance.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,7 @@ class HomeserverWatch:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task], "homeserver watch")
             self._task = None
 
     async def run(self) -> None:

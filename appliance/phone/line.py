@@ -65,6 +65,7 @@ from appliance.phone.sending import PhoneSending
 from appliance.phonenum import NumberKind, normalize
 from appliance.store import Store
 from appliance.store.models import InboundMessage
+from appliance.tasks import stop_tasks, wait_event, within
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +199,7 @@ class PhoneLine(PhoneSending):
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks, f"phone line {self.id}")
         self._tasks = []
         await self._drop_link()
 
@@ -240,11 +237,7 @@ class PhoneLine(PhoneSending):
         )
 
     async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109 - as SmsLine
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._connected, timeout)
 
     def _describe_target(self) -> str:
         c = self.config
@@ -262,7 +255,7 @@ class PhoneLine(PhoneSending):
             link.abort()
             with contextlib.suppress(Exception):
                 # USB reads end at their own timeout; do not hold up a stop for them.
-                await asyncio.wait_for(link.close(), 2.0)
+                await within(2.0, link.close())
             link.shutdown()
 
     async def _supervise(self) -> None:
@@ -282,8 +275,7 @@ class PhoneLine(PhoneSending):
             await self._drop_link()
             delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
             failures += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reconnect.wait(), delay)
+            await wait_event(self._reconnect, delay)
             self._reconnect.clear()
 
     async def _connect(self) -> None:
@@ -313,8 +305,7 @@ class PhoneLine(PhoneSending):
             if time.monotonic() - last_health >= self.config.health_interval:
                 last_health = time.monotonic()
                 await self._check_health(phone)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll_now.wait(), self.config.poll_interval)
+            await wait_event(self._poll_now, self.config.poll_interval)
             self._poll_now.clear()
 
     async def _check_health(self, phone: Phone) -> Health:

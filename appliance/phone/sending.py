@@ -31,6 +31,7 @@ from appliance.phone.groups import Groups
 from appliance.store import Store
 from appliance.store.errors import StoreStateError
 from appliance.store.models import OutboxRow, PartState
+from appliance.tasks import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,7 @@ class PhoneSending(LineReporting):
                     log.exception("sending outbox row %d failed", row.id)
                     self._record_error("Sending a message failed unexpectedly.")
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0 if rows else 5.0)
+            await wait_event(self._wake, 1.0 if rows else 5.0)
 
     async def _recipients(self, row: OutboxRow) -> list[str] | str:
         """The numbers to address, or why there are none. A group is addressed only with

@@ -63,6 +63,7 @@ from appliance.store import Store
 from appliance.store.errors import StoreStateError
 from appliance.store.fragments import variant_base
 from appliance.store.models import InboundMessage, OutboxRow, PartState
+from appliance.tasks import stop_tasks, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +162,10 @@ class SmsLine(LineReporting):
     async def stop(self) -> None:
         self._stopping = True
         self.store.doorbell.unsubscribe(self.wake)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        due = [self._due_task] if self._due_task is not None else []
+        await stop_tasks([*self._tasks, *due], f"SMS line {self.id}")
         self._tasks = []
-        if self._due_task is not None:
-            self._due_task.cancel()
+        self._due_task = None
         for timer in self._notice_timers.values():
             timer.cancel()
         self._notice_timers.clear()
@@ -252,11 +249,7 @@ class SmsLine(LineReporting):
         self._reopen_now.set()
 
     async def wait_ready(self, timeout: float) -> bool:  # noqa: ASYNC109
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._ready, timeout)
 
     # -- supervision: open, watch, recover -----------------------------------------------
 
@@ -308,8 +301,7 @@ class SmsLine(LineReporting):
                 await modem.close()
 
     async def _wait_reopen(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reopen_now.wait(), delay)
+        await wait_event(self._reopen_now, delay)
         self._reopen_now.clear()
 
     async def _open(self) -> None:
@@ -443,10 +435,7 @@ class SmsLine(LineReporting):
                     )
                 rung = await modem.recover()
                 log.info("modem recovered by %s", rung)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._reopen_now.wait(), min(30.0, self.config.sweep_interval)
-                )
+            await wait_event(self._reopen_now, min(30.0, self.config.sweep_interval))
             if self._reopen_now.is_set():
                 self._reopen_now.clear()
                 raise _Reopen
@@ -740,8 +729,7 @@ class SmsLine(LineReporting):
                 # Each conversation's next text may go now: the modem has confirmed the one
                 # before it, and that is the only pace a backlog needs.
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), await self._idle_wait())
+            await wait_event(self._wake, await self._idle_wait())
 
     async def _idle_wait(self) -> float:
         """Until the earliest retry of this line comes due; IDLE_LOOK_S at most, a safety

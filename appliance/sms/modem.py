@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import functools
 import logging
 import os
@@ -39,6 +38,7 @@ from appliance.sms.errors import (
     SimLocked,
 )
 from appliance.sms.serial_port import FINAL, AtPort
+from appliance.tasks import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +239,7 @@ class Modem:
             if changed is None:
                 await asyncio.sleep(min(1.0, remaining))
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(1.0, remaining))
+            await wait_event(changed, min(1.0, remaining))
 
     async def signal_percent(self) -> int | None:
         lines = await self._call(self._cmd, "AT+CSQ")

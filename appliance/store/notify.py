@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
+
+from appliance.tasks import wait_event
 
 # Commits made by another process (the web dashboard's process, the CLI) ring the store's
 # doorbell (store/doorbell.py) when this process listens on it; otherwise, while someone
@@ -68,8 +69,7 @@ class Notifier:
                 step = min(step, deadline - loop.time())
                 if step <= 0:
                     return event.is_set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), step)
+            if await wait_event(event, step):
                 return True
             if self._probe is not None and not self._rung() and await self._probe():
                 self._wake_waiters()
