@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 from appliance.homeserver.api import MatrixHttp
 from appliance.homeserver.base import HomeserverUnavailable
 from appliance.homeserver.registration import Registration
+from appliance.tasks import within
 
 # The server waits for the bridge inside the ping; ours waits a little longer for it.
 PING_TIMEOUT = 20.0
@@ -243,7 +244,7 @@ def _why(exc: Exception) -> str:
 async def listener_answers(host: str, port: int, timeout: float = 3.0) -> bool:  # noqa: ASYNC109
     """Whether something on this box accepts connections at host:port (the bridge)."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        _, writer = await within(timeout, asyncio.open_connection(host, port))
     except (OSError, TimeoutError):
         return False
     writer.close()

@@ -12,6 +12,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from appliance.tasks import within
+
 # key=value pairs whose value is content or a secret, with or without quotes.
 _SECRET_FIELDS = re.compile(
     r"(?i)\b(body|text|message|content|password|passwd|token|access_token|pin|puk|secret)"
@@ -59,8 +61,13 @@ async def recent_lines(
             proc = await asyncio.create_subprocess_exec(
                 *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
             )
-            out, err = await asyncio.wait_for(proc.communicate(), 10)
-        except (OSError, TimeoutError):
+        except OSError:
+            return ["The system log could not be read."]
+        try:
+            out, err = await within(10, proc.communicate())
+        except TimeoutError:
+            proc.kill()  # a journalctl that hangs must not outlive the page that asked
+            await proc.wait()
             return ["The system log could not be read."]
         # journalctl's own remarks ("-- No entries --", "-- Boot … --") are not log lines.
         raw = [
