@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from appliance.homeserver.registration import Registration, new_token
 from appliance.homeserver.synapse import DEFAULT_PYTHON, SynapseAdapter, SynapseServer, free_port
 from appliance.run import Appliance
 from appliance.store import Store
+from tests.netns import sh, why_not
 from tests.plugins.bridge import Member, eventually
 from tests.plugins.synapse import MatrixUser, create_test_user, listening_sockets
 
@@ -53,14 +53,7 @@ CLONE_NEWNET = 0x40000000
 
 
 def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (scripts/install-deps test installs it)"
-    if not DEFAULT_PYTHON.exists():
-        return f"{DEFAULT_PYTHON} is missing"
-    return None
+    return why_not(["ip", "nft"], python=DEFAULT_PYTHON)
 
 
 pytestmark = [
@@ -70,11 +63,6 @@ pytestmark = [
 ]
 
 
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)}: {proc.returncode}\n{proc.stdout}{proc.stderr}")
-    return proc
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -28,7 +28,8 @@ from appliance.homeserver.synapse import DEFAULT_PYTHON, SynapseServer, free_por
 from appliance.store import Store
 from appliance.web.own_server import _address_towards
 from appliance.wireguard import uapi
-from tests.test_external_homeserver import inside, sh
+from tests.netns import sh, why_not
+from tests.test_external_homeserver import inside
 
 VPS_IP, PI_IP = "198.51.100.1", "198.51.100.2"  # "the internet", on the veth
 VPS_TUN, PI_TUN = "10.99.0.1", "10.99.0.2"  # the tunnel, inside these namespaces only
@@ -37,16 +38,7 @@ WG_PORT = 51820
 
 
 def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    if not Path("/dev/net/tun").exists():
-        return "needs /dev/net/tun for wireguard-go"
-    for tool in ("wireguard-go", "wg", "ip", "nft"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (scripts/install-deps test installs it)"
-    if not DEFAULT_PYTHON.exists():
-        return f"{DEFAULT_PYTHON} is missing"
-    return None
+    return why_not(["wireguard-go", "wg", "ip", "nft"], tun=True, python=DEFAULT_PYTHON)
 
 
 pytestmark = [

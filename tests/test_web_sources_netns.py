@@ -11,10 +11,7 @@ sees the TCP peer the kernel gives it.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.netns import sh, why_not
 from tests.test_web_limits import start_web, stop, wait_listening
 
 BOX_ADDRESSES = ("192.168.77.1/24", "10.100.9.1/24", "203.0.113.1/24")
@@ -34,22 +32,13 @@ PORT = 8080
 
 
 def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    if shutil.which("ip") is None:
-        return "needs ip (iproute2)"
-    return None
+    return why_not(["ip"])
 
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))]
 
 
-def sh(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)}: {proc.returncode}\n{proc.stdout}{proc.stderr}")
-    return proc
 
 
 @dataclass

@@ -29,6 +29,7 @@ import pytest
 
 from appliance.wireguard import apply, client, keys, tunnel, uapi
 from appliance.wireguard.tunnel import Tunnel
+from tests.netns import sh, why_not
 
 REPO = Path(__file__).resolve().parent.parent
 HOME_IP = "198.51.100.1"  # the appliance's "public" address, on the veth
@@ -38,24 +39,12 @@ BODY = b"textbridge through the tunnel"
 
 
 def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    if not Path("/dev/net/tun").exists():
-        return "needs /dev/net/tun for wireguard-go"
-    for tool in ("wireguard-go", "wg", "ip"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (scripts/install-deps test installs it)"
-    return None
+    return why_not(["wireguard-go", "wg", "ip"], tun=True)
 
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))]
 
 
-def sh(*cmd: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)}: {proc.returncode}\n{proc.stdout}{proc.stderr}")
-    return proc
 
 
 @dataclass
