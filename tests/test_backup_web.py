@@ -135,6 +135,9 @@ async def test_kit_page_and_full_backup_download(web_factory: Any, tmp_path: Any
     assert status == 200 and "Download full backup" in text and "/backup/kit" in text
     status, text = await c.page("/backup/kit")
     assert status == 200
+    # The title is words alone, and the passphrase form is on the page once.
+    assert "<title>Emergency kit – Textbridge</title>" in text
+    assert text.count('action="/backup/passphrase"') == 1
     assert "If this key is lost, the backups are lost" in text
     assert "Restore from a backup" in text and "textbridge backup restore" in text
     found = re.search(r"AGE-SECRET-KEY-1(?: [0-9A-Z]{1,8})+", text)
