@@ -19,6 +19,7 @@ from appliance.backup import age, cut, header, sqlite_copy
 from appliance.backup.errors import BackupError
 from appliance.backup.key import BackupKey
 from appliance.backup.layout import Layout, is_sqlite, skipped
+from appliance.files import replacing
 
 CONFIG_MEMBER = "etc/config.toml"
 # Media are mostly compressed already; a light level keeps a Pi's backup quick.
@@ -137,23 +138,9 @@ def create(layout: Layout, key: BackupKey, out: Path) -> Made:
             if layout.config_file is not None and layout.config_file.is_file():
                 files += _add_file(tar, CONFIG_MEMBER, layout.config_file)
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as sink, spool.open("rb") as source:
-                header.write(sink, head)
-                age.encrypt_stream(source, sink, key.recipient)
-                sink.flush()
-                os.fsync(sink.fileno())
-            os.replace(tmp_name, out)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        with replacing(out) as sink, spool.open("rb") as source:
+            header.write(sink, head)
+            age.encrypt_stream(source, sink, key.recipient)
         return Made(out, out.stat().st_size, files, len(copies),
                     time.monotonic() - started, reset)
 

@@ -26,6 +26,7 @@ from appliance.backup.errors import BackupError
 from appliance.backup.key import identity_for
 from appliance.backup.layout import Layout
 from appliance.backup.unpack import Limits, unpack
+from appliance.files import fsync_dir
 
 SIDECARS = ("-wal", "-shm", "-journal")
 # Files that hold secrets are 0600 whatever the archive says.
@@ -95,13 +96,6 @@ def _set_modes(staging: Path, files: list[PurePosixPath]) -> None:
                 os.chown(path, *uid_gid, follow_symlinks=False)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _swap(layout: Layout, staging: Path) -> None:
     data = layout.data_dir
@@ -136,7 +130,7 @@ def _swap(layout: Layout, staging: Path) -> None:
             else:
                 os.rename(dst, src)
         raise
-    _fsync_dir(data)
+    fsync_dir(data)
 
 
 def restore(path: Path, layout: Layout, secret: str, limits: Limits | None = None) -> Restored:

@@ -27,6 +27,8 @@ import re
 import sys
 from pathlib import Path
 
+from appliance.files import fsync_dir
+
 AUTOBOOT = "autoboot.txt"
 STATE = "tryboot.state"
 # The Pi firmware's device tree names the partition it booted from (a 32-bit big-endian int).
@@ -58,11 +60,7 @@ def _write(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 class Tryboot:

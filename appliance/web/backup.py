@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from appliance.files import fsync_dir
 from appliance.web import state_check
 from appliance.web.files import write_private
 
@@ -128,11 +129,7 @@ def restore(state_dir: Path, blob: bytes, passphrase: str) -> list[str]:
             if aside.exists():
                 os.rename(aside, state_dir)
             raise
-        fd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [str(name) for name, _ in files]

@@ -24,6 +24,7 @@ import logging
 import os
 from pathlib import Path
 
+from appliance.files import fsync_dir
 from appliance.web import config as names
 from appliance.web.files import read_json, write_json, write_private
 
@@ -56,7 +57,7 @@ def reset(state_dir: Path, boot_file: Path = BOOT_FILE) -> bool:
     write_json(state_dir / names.SETUP_FILE, setup)
     write_private(state_dir / names.SESSION_KEY_FILE, os.urandom(32))
     boot_file.unlink()
-    _fsync_dir(boot_file.parent)
+    fsync_dir(boot_file.parent)
     if os.geteuid() == 0:
         st = os.stat(state_dir)
         for name in (names.SETUP_FILE, names.SESSION_KEY_FILE, names.OWNER_FILE + ".before-reset"):
@@ -66,13 +67,6 @@ def reset(state_dir: Path, boot_file: Path = BOOT_FILE) -> bool:
     log.warning("owner reset: the boot partition asked for it; the wizard's first step is open")
     return True
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
