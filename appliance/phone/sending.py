@@ -148,11 +148,7 @@ class PhoneSending(LineReporting):
             return
         text = row.request.body
         async with self._ui:
-            try:
-                await self.store.outbox.mark_sending(row.id, line_id=self.id)
-            except StoreStateError:
-                # The bridge handed it to another line (or it was cancelled) meanwhile.
-                log.info("outbox row %d is no longer this line's to send", row.id)
+            if not await self._claim(row):
                 return
             tapped = False
             try:
@@ -198,10 +194,7 @@ class PhoneSending(LineReporting):
             )
             return
         async with self._ui:
-            try:
-                await self.store.outbox.mark_sending(row.id, line_id=self.id)
-            except StoreStateError:
-                log.info("outbox row %d is no longer this line's to send", row.id)
+            if not await self._claim(row):
                 return
             tapped = False
             path: str | None = None
@@ -237,6 +230,16 @@ class PhoneSending(LineReporting):
             log.info("file to %s sent (%s)", _mask_all(recipients), outcome.confirmed_by)
             with contextlib.suppress(PhoneError):
                 await phone.go_home()
+
+    async def _claim(self, row: OutboxRow) -> bool:
+        """SENDING, durably, before the first tap; False if the bridge handed the row to
+        another line (or it was cancelled) meanwhile."""
+        try:
+            await self.store.outbox.mark_sending(row.id, line_id=self.id)
+        except StoreStateError:
+            log.info("outbox row %d is no longer this line's to send", row.id)
+            return False
+        return True
 
     async def _mark_tapped_sent(self, row: OutboxRow, network: str | None) -> None:
         """Messages took the text: every part is sent (the phone gives no part references,
