@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 import nio
+from procfs import checkpoint_bytes, cpu_seconds, write_bytes
 
 from appliance.homeserver.api import random_password
 from appliance.homeserver.registration import Registration
@@ -93,37 +94,9 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process (every thread), from /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
-
-def write_bytes(pid: int | str = "self") -> int:
-    """Bytes the process sent to the block layer (dirtied pages and direct writes)."""
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    return 0
-
-
-def checkpoint_bytes(paths: list[Path]) -> int:
-    """Copy what is left in each database's WAL back into the database (what the run
-    process would do at its next auto-checkpoint) and return the bytes that took."""
-    before = write_bytes()
-    for path in paths:
-        if not path.exists():
-            continue
-        conn = sqlite3.connect(path, timeout=10)
-        try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        finally:
-            conn.close()
-    return write_bytes() - before
 
 
 class Meter:

@@ -34,6 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from procfs import checkpoint_bytes, cpu_seconds, write_bytes
+
 from appliance.sim.modem import ModemSimulator
 from appliance.store import Store
 from appliance.store.models import OutboundRequest, OutboxState
@@ -42,30 +44,9 @@ N = int(os.environ.get("TEXTBRIDGE_BENCH_N", "200"))
 N_BACKLOG = 20
 SUBMIT_DELAY = 0.1
 ROOT = Path(__file__).resolve().parent.parent
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
-
-def write_bytes(pid: int | str = "self") -> int:
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    return 0
-
-
-def checkpoint_bytes(path: Path) -> int:
-    before = write_bytes()
-    conn = sqlite3.connect(path, timeout=10)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    finally:
-        conn.close()
-    return write_bytes() - before
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -114,7 +95,7 @@ async def main() -> None:
 
             commit_lat: list[float] = []
             delete_lat: list[float] = []
-            checkpoint_bytes(db_path)
+            checkpoint_bytes([db_path])
             bytes0, cpu0 = write_bytes(proc.pid), cpu_seconds(proc.pid)
             for i in range(N):
                 body = f"bench message {i}"
@@ -126,7 +107,7 @@ async def main() -> None:
                     await asyncio.sleep(0.0005)
                 delete_lat.append(time.perf_counter() - t0)
             in_cpu = cpu_seconds(proc.pid) - cpu0
-            in_bytes = write_bytes(proc.pid) - bytes0 + checkpoint_bytes(db_path)
+            in_bytes = write_bytes(proc.pid) - bytes0 + checkpoint_bytes([db_path])
 
             out_lat: list[float] = []
             bytes0, cpu0 = write_bytes(proc.pid), cpu_seconds(proc.pid)
@@ -146,7 +127,7 @@ async def main() -> None:
                         break
                     await asyncio.sleep(0.001)
             out_cpu = cpu_seconds(proc.pid) - cpu0
-            out_bytes = write_bytes(proc.pid) - bytes0 + checkpoint_bytes(db_path)
+            out_bytes = write_bytes(proc.pid) - bytes0 + checkpoint_bytes([db_path])
 
             # A backlog to one person, the simulator as slow as a modem on a busy network.
             sim.network.submit_delay = SUBMIT_DELAY
