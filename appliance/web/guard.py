@@ -67,15 +67,8 @@ def may_ask(address: str | None, state_dir: Path) -> bool:
     if security.is_local_address(address):
         return True
     network = tunnel_network(state_dir)
-    if network is None or not address:
-        return False
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip in network
+    ip = security.peer_ip(address)
+    return network is not None and ip is not None and ip in network
 
 
 def _page_headers(response: web.StreamResponse) -> web.StreamResponse:

@@ -35,16 +35,24 @@ LOCAL_NETWORKS = tuple(
 COOKIE_NAME = "tb_session"
 
 
-def is_local_address(address: str | None) -> bool:
+def peer_ip(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a request came from, as an address: without an IPv6 zone (`%eth0`), and
+    an IPv4 client on a dual-stack socket (`::ffff:192.0.2.1`) as the IPv4 address it is.
+    None when there is none or it is not an address."""
     if not address:
-        return False
+        return None
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in LOCAL_NETWORKS)
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_local_address(address: str | None) -> bool:
+    ip = peer_ip(address)
+    return ip is not None and any(ip in net for net in LOCAL_NETWORKS)
 
 
 @dataclass
@@ -131,13 +139,10 @@ def csrf_ok(session: Session | None, token: str | None) -> bool:
 def source_key(address: str | None) -> str:
     """Whom the login throttle counts: an IPv4 address, or an IPv6 /64, because one device
     can take any number of addresses inside its /64 but not outside it."""
-    try:
-        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
-    except ValueError:
+    ip = peer_ip(address)
+    if ip is None:
         return f"ip:{address}"
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return f"ip:{ip.ipv4_mapped}"
         return f"ip:{ipaddress.IPv6Network((ip, 64), strict=False)}"
     return f"ip:{ip}"
 
